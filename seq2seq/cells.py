@@ -1,0 +1,252 @@
+"""Recurrent cells and the layer that runs them over time.
+
+Notation as in Cho et al. 2014a: x input (size m), h state (size n), σ the
+logistic function, ⊙ elementwise product. Each cell splits its work into
+`project` (everything that depends only on the input, one matrix product for
+all time steps) and `step` (the recurrent part, run once per time step).
+
+Cells by name:
+    gru              Cho et al. 2014a eqs. 5-8, reset gate before U.
+    gru_reset_after  torch.nn.GRU / cuDNN form, run fused (`FusedGRU`).
+    gru1, gru2, gru3 Dey & Salem 2017 gate variants.
+    tanh             simple RNN, h' = tanh(W x + U h + b).
+    lstm             comparison baseline (state is [h; c]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
+
+
+def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tensor:
+    """One GRU step in the reset-after form, from precomputed gate inputs.
+
+    r, z = σ(i_rz + g_rz); h̃ = tanh(i_n + r ⊙ g_n); h' = z ⊙ h + (1 - z) ⊙ h̃,
+    where i = W x + b (input side) and g = U h (+ C c in the context decoder).
+
+    Args:
+        input_gates: [B, 3n], gate order r, z, n.
+        hidden_gates: [B, 3n], same order.
+        hidden: [B, n].
+
+    Returns:
+        The new state [B, n].
+    """
+    i_r, i_z, i_n = input_gates.chunk(3, dim=-1)
+    g_r, g_z, g_n = hidden_gates.chunk(3, dim=-1)
+    reset = torch.sigmoid(i_r + g_r)
+    update = torch.sigmoid(i_z + g_z)
+    candidate = torch.tanh(i_n + reset * g_n)
+    return update * hidden + (1 - update) * candidate
+
+
+class GatedCell(nn.Module):
+    """GRU of Cho et al. 2014a and the Dey & Salem 2017 variants.
+
+    r = σ(W_r x + U_r h + b_r), z = σ(W_z x + U_z h + b_z)   (gru, eqs. 5-6)
+    h̃ = tanh(W x + U (r ⊙ h) + b)                            (eq. 8)
+    h' = z ⊙ h + (1 - z) ⊙ h̃                                  (eq. 7)
+
+    The reset gate acts on h before U, as in the paper (torch applies it
+    after U). The variants drop terms from the gates only: gru1 σ(U h + b),
+    gru2 σ(U h), gru3 σ(b).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, variant: str = "gru") -> None:
+        super().__init__()
+        n = hidden_size
+        self.hidden_size = self.state_size = n
+        self.gate_input = variant == "gru"
+        gate_recurrent = variant in ("gru", "gru1", "gru2")
+        # gate biases live in `input` for gru, in `gate_recurrent` for gru1
+        self.input = nn.Linear(input_size, 3 * n if self.gate_input else n)
+        self.gate_recurrent = (
+            nn.Linear(n, 2 * n, bias=variant == "gru1") if gate_recurrent else None
+        )
+        self.gate_bias = nn.Parameter(torch.zeros(2 * n)) if variant == "gru3" else None
+        self.recurrent = nn.Linear(n, n, bias=False)
+
+    def project(self, x: Tensor) -> Tensor:
+        """[..., m] -> [..., 3n] (gru) or [..., n] (variants)."""
+        return self.input(x)
+
+    def step(self, projected: Tensor, state: Tensor) -> Tensor:
+        """One step: [B, k] projected input, [B, n] state -> [B, n]."""
+        n = self.hidden_size
+        gates = projected[:, : 2 * n] if self.gate_input else 0
+        if self.gate_recurrent is not None:
+            gates = gates + self.gate_recurrent(state)
+        if self.gate_bias is not None:
+            gates = gates + self.gate_bias
+        reset, update = torch.sigmoid(gates).chunk(2, dim=-1)
+        candidate = torch.tanh(projected[:, -n:] + self.recurrent(reset * state))
+        return update * state + (1 - update) * candidate
+
+    def output(self, state: Tensor) -> Tensor:
+        """The visible state h."""
+        return state
+
+
+class TanhCell(nn.Module):
+    """Simple RNN: h' = tanh(W x + U h + b)."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = self.state_size = hidden_size
+        self.input = nn.Linear(input_size, hidden_size)
+        self.recurrent = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def project(self, x: Tensor) -> Tensor:
+        """W x + b."""
+        return self.input(x)
+
+    def step(self, projected: Tensor, state: Tensor) -> Tensor:
+        """h' = tanh(W x + b + U h)."""
+        return torch.tanh(projected + self.recurrent(state))
+
+    def output(self, state: Tensor) -> Tensor:
+        """The visible state h."""
+        return state
+
+
+class LSTMCell(nn.Module):
+    """LSTM baseline; the state is [h; c] so the layer code stays cell-agnostic."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.state_size = 2 * hidden_size
+        self.input = nn.Linear(input_size, 4 * hidden_size)
+        self.recurrent = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
+
+    def project(self, x: Tensor) -> Tensor:
+        """W x + b for the four gates i, f, g, o."""
+        return self.input(x)
+
+    def step(self, projected: Tensor, state: Tensor) -> Tensor:
+        """Standard LSTM step on the packed state [h; c]."""
+        h, c = state.chunk(2, dim=-1)
+        i, f, g, o = (projected + self.recurrent(h)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return torch.cat([h, c], dim=-1)
+
+    def output(self, state: Tensor) -> Tensor:
+        """The visible state h (first half)."""
+        return state[:, : self.hidden_size]
+
+
+def make_cell(name: str, input_size: int, hidden_size: int) -> nn.Module:
+    """A cell by its config name (all but gru_reset_after, which is fused)."""
+    if name in ("gru", "gru1", "gru2", "gru3"):
+        return GatedCell(input_size, hidden_size, name)
+    if name == "tanh":
+        return TanhCell(input_size, hidden_size)
+    if name == "lstm":
+        return LSTMCell(input_size, hidden_size)
+    raise ValueError(f"unknown cell {name!r}; allowed: {', '.join(CELL_NAMES)}")
+
+
+def run_cell(cell: nn.Module, x: Tensor, mask: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+    """Run one cell over a padded sequence in one direction.
+
+    A padded position keeps the state unchanged and outputs zeros, so running
+    backwards from the padded end starts each sentence at its last real token.
+
+    Args:
+        cell: a cell with project / step / output.
+        x: [B, T, m] inputs.
+        mask: [B, T] True at real positions.
+        reverse: run from the last position to the first.
+
+    Returns:
+        outputs [B, T, n] and the final visible state [B, n].
+    """
+    batch, steps, _ = x.shape
+    projected = cell.project(x)  # [B, T, k], one product for all steps
+    state = x.new_zeros(batch, cell.state_size)
+    outputs = [None] * steps
+    for t in reversed(range(steps)) if reverse else range(steps):
+        real = mask[:, t, None]
+        state = torch.where(real, cell.step(projected[:, t], state), state)
+        outputs[t] = cell.output(state) * real
+    return torch.stack(outputs, dim=1), cell.output(state)
+
+
+class RecurrentLayer(nn.Module):
+    """Any cell over time: stacked `layers`, optionally bidirectional.
+
+    Returns per-position outputs of the top layer [B, T, n * dirs] and its
+    final states [dirs, B, n] (forward: after the last real token; backward:
+    after the first).
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        dirs = 2 if bidirectional else 1
+        self.cells = nn.ModuleList(
+            nn.ModuleList(
+                make_cell(cell, input_size if layer == 0 else hidden_size * dirs, hidden_size)
+                for _ in range(dirs)
+            )
+            for layer in range(layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
+        mask = torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]
+        for index, directions in enumerate(self.cells):
+            if index > 0:
+                x = self.dropout(x)
+            results = [
+                run_cell(cell, x, mask, reverse=d == 1) for d, cell in enumerate(directions)
+            ]
+            x = torch.cat([out for out, _ in results], dim=-1)
+        return x, torch.stack([final for _, final in results])
+
+
+class FusedGRU(nn.Module):
+    """gru_reset_after: one torch.nn.GRU call (cuDNN on GPU), packed for padding."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, layers: int, bidirectional: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.gru = nn.GRU(
+            input_size,
+            hidden_size,
+            num_layers=layers,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+            batch_first=True,
+        )
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, finals = self.gru(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.size(1))
+        dirs = 2 if self.gru.bidirectional else 1
+        return outputs, finals[-dirs:]  # top layer only
+
+
+def make_recurrent_layer(
+    cell: str, input_size: int, hidden_size: int, layers: int, bidirectional: bool, dropout: float
+) -> nn.Module:
+    """The fused path for gru_reset_after, the generic loop for every other cell."""
+    if cell == "gru_reset_after":
+        return FusedGRU(input_size, hidden_size, layers, bidirectional, dropout)
+    return RecurrentLayer(cell, input_size, hidden_size, layers, bidirectional, dropout)

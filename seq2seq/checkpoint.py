@@ -1,0 +1,95 @@
+"""The model file: saved atomically, loaded safely.
+
+A model file is a plain dict of tensors and plain types (DESIGN.md, "The
+model file"), read with `torch.load(weights_only=True)` so that loading can
+never run code. A training checkpoint is the same dict plus the optimiser,
+scheduler, RNG and data-order state.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+KINDS = ("model", "checkpoint")
+
+
+class CheckpointError(ValueError):
+    """A model file cannot be used; the message says why in one line."""
+
+
+def save_file(payload: dict[str, Any], path: str | Path) -> None:
+    """Write `payload` to a temporary name, flush to disk, then rename.
+
+    A crash at any point leaves either the old file or the new one under
+    `path`, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
+    """Read and check a model file (`kind="model"`) or training checkpoint.
+
+    A checkpoint is also accepted where a model is asked for (it holds one).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt, not a seq2seq file,
+            another format version, or a model where a checkpoint is needed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "Weights only load failed" in first:
+            raise CheckpointError(f"{path}: refused, the file holds objects that could run code") from None
+        raise CheckpointError(f"{path}: truncated or corrupt model file ({first[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+        raise CheckpointError(f"{path}: not a seq2seq model file")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: model file format {version}, this seq2seq reads format {FORMAT_VERSION}"
+        )
+    if kind == "checkpoint" and payload["kind"] != "checkpoint":
+        raise CheckpointError(f"{path}: a final model file, not a training checkpoint")
+    return payload
+
+
+def model_payload(
+    config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    src_tokenizer: bytes,
+    tgt_tokenizer: bytes,
+    metrics: dict[str, Any],
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """The self-contained model-file dict; `dtype` stores weights smaller."""
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "model",
+        "config": config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "tokenizers": {"src": src_tokenizer, "tgt": tgt_tokenizer},
+        "metrics": metrics,
+    }

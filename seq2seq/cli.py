@@ -1,0 +1,206 @@
+"""The `seq2seq` command: argument parsing only; each subcommand calls the library.
+
+Results go to stdout, logs and progress to stderr. Expected failures (bad
+input, bad config, bad model file) print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import ConfigError, preset_names
+from seq2seq.data import DataError
+
+log = logging.getLogger("seq2seq")
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "multi30k-de-en.pt"
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from seq2seq.prepare import prepare_corpus
+
+    stats = prepare_corpus(
+        args.corpus, args.src, args.tgt, args.out, vocab_size=args.vocab_size,
+        joint=args.joint, model_type=args.model_type,
+        character_coverage=args.character_coverage, max_words=args.max_words,
+        max_ratio=args.max_ratio, valid_percent=args.valid_percent, fmt=args.format,
+    )
+    print(json.dumps(stats["splits"], indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seq2seq.config import load_config
+    from seq2seq.train import Trainer
+
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_config(run_dir / "config.yaml", args.set)
+    else:
+        config = load_config(args.config, args.set)
+    model_path = Trainer(config, run_dir, resume=bool(args.resume)).run()
+    print(model_path)
+    return 0
+
+
+def _input_lines(args: argparse.Namespace):
+    if args.text:
+        return iter(args.text)
+    stream = open(args.input, "rb") if args.input else sys.stdin.buffer
+    return _decode_lines(stream, args.input or "stdin")
+
+
+def _decode_lines(stream, name: str):
+    for number, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("%s:%d: invalid UTF-8 replaced", name, number)
+            line = raw.decode("utf-8", errors="replace")
+        yield "".join(c if c.isprintable() or c == "\t" else " " for c in line.rstrip("\r\n"))
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from seq2seq.translate import Translator
+
+    if args.nbest > 1 and (args.beam or 2) < args.nbest:
+        raise ConfigError(f"--nbest {args.nbest} needs --beam >= {args.nbest}")
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    if args.plot_attention:
+        from seq2seq.plots import plot_attention
+
+        plot_attention(translator, " ".join(args.text), args.plot_attention)
+        return 0
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    results = translator.translate_stream(_input_lines(args), args.beam, args.nbest,
+                                          args.batch_tokens)
+    with tqdm(unit=" lines", disable=not args.output) as bar:
+        for index, result in enumerate(results):
+            if args.nbest > 1:
+                for text, score in zip(result.texts, result.scores):
+                    out.write(f"{index} ||| {text} ||| {score:.4f}\n")
+            else:
+                out.write(result.texts[0] + "\n")
+            bar.update(1)
+    if args.output:
+        out.close()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seq2seq.data import read_lines
+    from seq2seq.evaluate import score_corpus
+
+    refs = list(read_lines(args.ref))
+    if args.hyp:
+        hyps = list(read_lines(args.hyp))
+    else:
+        from seq2seq.translate import Translator
+
+        if not args.src:
+            raise ConfigError("evaluate needs --src (with -m) or --hyp")
+        translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+        hyps = [t.texts[0] for t in translator.translate_stream(read_lines(args.src), args.beam)]
+    result = score_corpus(hyps, refs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"BLEU {result['bleu']:.2f}  {result['bleu_signature']}")
+        print(f"chrF {result['chrf']:.2f}  {result['chrf_signature']}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from seq2seq.plots import plot_run
+
+    print(plot_run(args.run_dir, args.output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their options."""
+    parser = argparse.ArgumentParser(
+        prog="seq2seq", description="GRU encoder-decoder translation (Cho et al. 2014)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="clean a corpus and train SentencePiece")
+    p.add_argument("corpus", help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
+                   "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en)")
+    p.add_argument("--src", required=True, help="source language code")
+    p.add_argument("--tgt", required=True, help="target language code")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/multi30k-de-en")
+    p.add_argument("--vocab-size", type=int, default=8000, help="pieces per model")
+    p.add_argument("--joint", action="store_true", help="one model for both languages")
+    p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
+    p.add_argument("--character-coverage", type=float, default=1.0)
+    p.add_argument("--max-words", type=int, default=100, help="drop longer pairs")
+    p.add_argument("--max-ratio", type=float, default=9.0, help="drop pairs with a "
+                   "larger word-count ratio")
+    p.add_argument("--valid-percent", type=float, default=1.0,
+                   help="held-out share of a single-file corpus (TSV, Moses)")
+    p.add_argument("--format", choices=("folder", "tsv", "moses", "hub"),
+                   help="corpus format (guessed by default)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model from a config",
+                       description=f"Presets: {', '.join(preset_names())}")
+    p.add_argument("config", nargs="?", default="", help="YAML file or preset name")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--run-dir", help="output folder (default runs/CONFIG_NAME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate text with a model file")
+    p.add_argument("text", nargs="*", help="sentences (default: stdin or --input)")
+    p.add_argument("-m", "--model", help=f"model file (default {DEFAULT_MODEL.name})")
+    p.add_argument("--input", help="input file, one sentence a line")
+    p.add_argument("--output", help="output file (default stdout)")
+    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model)")
+    p.add_argument("--nbest", type=int, default=1, help="write K best as 'i ||| text ||| score'")
+    p.add_argument("--batch-tokens", type=int, help="source tokens x beam per batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plot-attention", metavar="PNG", help="draw attention weights")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="BLEU and chrF with sacreBLEU signatures")
+    p.add_argument("-m", "--model", help="model file (default: the shipped model)")
+    p.add_argument("--src", help="source file to translate")
+    p.add_argument("--hyp", help="existing system output instead of -m/--src")
+    p.add_argument("--ref", required=True, help="reference file")
+    p.add_argument("--beam", type=int, help="beam size (default from the model)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="draw training curves of a run to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `seq2seq` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, CheckpointError, OSError) as error:
+        print(f"seq2seq {args.command}: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,288 @@
+"""Parallel corpora: reading, cleaning, filtering, and token-bucketed batching.
+
+Corpora are streamed pair by pair (WMT14 En-Fr has 36M pairs), so nothing
+here holds a whole raw corpus in memory. Supported sources: a local folder
+of `{split}.{lang}[.gz]` files, a TSV file, a Moses phrase table, and a
+datasets hub name (needs the network or the local cache).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import socket
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+# Splits tried, in order, for the train / validation / test roles.
+SPLIT_NAMES = {
+    "train": ("train",),
+    "val": ("val", "valid", "validation", "dev"),
+    "test": ("test_2016_flickr", "test"),
+}
+
+
+class DataError(ValueError):
+    """A corpus cannot be read; the message says which file and line."""
+
+
+def open_text(path: str | Path) -> IO[bytes]:
+    """Open a plain or gzip file as bytes; gzip is detected from the magic bytes."""
+    path = Path(path)
+    with path.open("rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
+
+
+def read_lines(path: str | Path) -> Iterator[str]:
+    """Lines of a UTF-8 file without the newline; bad UTF-8 names file and line."""
+    with open_text(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{number}: not valid UTF-8") from None
+
+
+def clean(text: str) -> str:
+    """NFC, no-break spaces to spaces, whitespace collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
+
+
+def drop_reason(src: str, tgt: str, max_words: int, max_ratio: float) -> str | None:
+    """Why a cleaned pair is dropped, or None to keep it."""
+    if not src or not tgt:
+        return "empty"
+    src_words, tgt_words = len(src.split()), len(tgt.split())
+    if max(src_words, tgt_words) > max_words:
+        return "too_long"
+    if max(src_words, tgt_words) > max_ratio * min(src_words, tgt_words):
+        return "length_ratio"
+    return None
+
+
+def split_file(folder: Path, split: str, lang: str) -> Path | None:
+    """`folder/split.lang` or its `.gz`, or None."""
+    for name in (f"{split}.{lang}", f"{split}.{lang}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def folder_splits(folder: Path, src: str, tgt: str) -> dict[str, str]:
+    """Map each role (train/val/test) to the split name present in `folder`."""
+    found = {}
+    for role, names in SPLIT_NAMES.items():
+        for name in names:
+            if split_file(folder, name, src) or split_file(folder, name, tgt):
+                found[role] = name
+                break
+    if "train" not in found:
+        raise DataError(f"{folder}: no train.{src} / train.{tgt} files")
+    return found
+
+
+def read_folder(folder: Path, split: str, src: str, tgt: str) -> Iterator[tuple[str, str]]:
+    """Pairs from `split.src` and `split.tgt`; different line counts are an error."""
+    paths = [split_file(folder, split, lang) for lang in (src, tgt)]
+    for path, lang in zip(paths, (src, tgt), strict=True):
+        if path is None:
+            raise DataError(f"{folder}: missing {split}.{lang}[.gz]")
+    src_lines, tgt_lines = read_lines(paths[0]), read_lines(paths[1])
+    count = 0
+    for src_line in src_lines:
+        tgt_line = next(tgt_lines, None)
+        if tgt_line is None:
+            raise DataError(f"{paths[1]} has {count} lines but {paths[0]} has more")
+        count += 1
+        yield src_line, tgt_line
+    if next(tgt_lines, None) is not None:
+        raise DataError(f"{paths[0]} has {count} lines but {paths[1]} has more")
+
+
+def read_tsv(path: Path) -> Iterator[tuple[str, str]]:
+    """Pairs from `src<TAB>tgt` lines."""
+    for number, line in enumerate(read_lines(path), 1):
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{path}:{number}: expected source<TAB>target")
+        yield fields[0], fields[1]
+
+
+def read_moses(path: Path) -> Iterator[tuple[str, str]]:
+    """Unique phrase pairs of a Moses phrase table (the Cho et al. 2014a setting).
+
+    A table lists each pair once, sorted by source, so only repeats next to each
+    other are dropped and memory stays constant.
+    """
+    previous = None
+    for number, line in enumerate(read_lines(path), 1):
+        fields = line.split(" ||| ")
+        if len(fields) < 3:
+            raise DataError(f"{path}:{number}: not a Moses phrase-table line")
+        pair = (fields[0].strip(), fields[1].strip())
+        if pair != previous:
+            yield pair
+        previous = pair
+
+
+def read_hub(name: str, split: str, src: str, tgt: str) -> Iterator[tuple[str, str]]:
+    """Pairs from a datasets hub corpus, `owner/name` or `name:config`."""
+    import datasets  # slow import, only needed here
+
+    if not _hub_reachable():
+        raise DataError(
+            f"{name}: the datasets hub cannot be reached (offline?); "
+            "pass a local folder of {split}.{lang}[.gz] files instead"
+        )
+    path, _, subset = name.partition(":")
+    corpus = datasets.load_dataset(path, subset or None, split=split, streaming=True)
+    for row in corpus:
+        row = row.get("translation", row)
+        yield row[src], row[tgt]
+
+
+def hub_splits(name: str) -> dict[str, str]:
+    """The datasets hub uses train / validation / test."""
+    return {"train": "train", "val": "validation", "test": "test"}
+
+
+def _hub_reachable() -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def corpus_format(corpus: str) -> str:
+    """Guess the format of a corpus argument: folder, tsv, moses or hub."""
+    path = Path(corpus)
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        with open_text(path) as f:
+            first = f.readline().decode("utf-8", errors="replace")
+        return "moses" if " ||| " in first else "tsv"
+    if "/" in corpus.strip("./") and not corpus.startswith((".", "/")) or ":" in corpus:
+        return "hub"
+    raise DataError(f"{corpus}: no such file or folder")
+
+
+def is_held_out(src: str, tgt: str, percent: float) -> bool:
+    """Stable hash split for single-file corpora (TSV, phrase tables)."""
+    digest = hashlib.md5(f"{src}\t{tgt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % 10_000 < percent * 100
+
+
+# ---------------------------------------------------------------- batching
+
+
+@dataclass
+class Batch:
+    """Padded, batch-first tensors; built only by `collate`.
+
+    Attributes:
+        src_ids: [B, S] source ids ending in EOS.
+        src_lengths: [B] real source lengths.
+        tgt_in: [B, T] BOS + target (decoder input).
+        tgt_out: [B, T] target + EOS (what is predicted), PAD after the end.
+    """
+
+    src_ids: torch.Tensor
+    src_lengths: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device`."""
+        return Batch(*(t.to(device) for t in (self.src_ids, self.src_lengths,
+                                              self.tgt_in, self.tgt_out)))
+
+    @property
+    def num_tokens(self) -> int:
+        """Real target tokens (the loss is averaged over these)."""
+        return int((self.tgt_out != PAD_ID).sum())
+
+
+def pad(seqs: list[list[int]], value: int = PAD_ID) -> torch.Tensor:
+    """[B, max_len] tensor of the sequences padded with `value`."""
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def collate(src: list[list[int]], tgt: list[list[int]]) -> Batch:
+    """Make a `Batch` from source and target id lists (no BOS/EOS yet)."""
+    src_ids = [s + [EOS_ID] for s in src]
+    return Batch(
+        src_ids=pad(src_ids),
+        src_lengths=torch.tensor([len(s) for s in src_ids]),
+        tgt_in=pad([[BOS_ID] + t for t in tgt]),
+        tgt_out=pad([t + [EOS_ID] for t in tgt]),
+    )
+
+
+def make_batches(
+    src_lengths: list[int],
+    tgt_lengths: list[int],
+    batch_tokens: int,
+    seed: int,
+    epoch: int,
+) -> list[list[int]]:
+    """Index batches for one epoch, by token budget from length-sorted pairs.
+
+    Pairs are shuffled, sorted by (source, target) length so that neighbours
+    pad little, cut into batches of at most `batch_tokens` padded source plus
+    target tokens, and the batch order is shuffled. The result depends only on
+    (seed, epoch), so a resumed run can skip to any batch index.
+
+    Args:
+        src_lengths: source length of each pair (EOS included).
+        tgt_lengths: target length of each pair (EOS included).
+        batch_tokens: token budget per batch; a longer pair gets a batch alone.
+        seed: the run's seed.
+        epoch: the epoch number.
+
+    Returns:
+        Lists of pair indices; every pair appears exactly once.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(src_lengths)))
+    rng.shuffle(order)  # random order among pairs of equal length
+    order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
+    batches, current, max_src, max_tgt = [], [], 0, 0
+    for i in order:
+        new_src, new_tgt = max(max_src, src_lengths[i]), max(max_tgt, tgt_lengths[i])
+        if current and (len(current) + 1) * (new_src + new_tgt) > batch_tokens:
+            batches.append(current)
+            current, new_src, new_tgt = [], src_lengths[i], tgt_lengths[i]
+        current.append(i)
+        max_src, max_tgt = new_src, new_tgt
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def padding_efficiency(
+    batches: list[list[int]], src_lengths: list[int], tgt_lengths: list[int]
+) -> float:
+    """Share of real tokens among all padded tokens of the batches."""
+    real = padded = 0
+    for batch in batches:
+        real += sum(src_lengths[i] + tgt_lengths[i] for i in batch)
+        padded += len(batch) * (
+            max(src_lengths[i] for i in batch) + max(tgt_lengths[i] for i in batch)
+        )
+    return real / padded

@@ -1,0 +1,138 @@
+"""`Seq2Seq`: embeddings + encoder + decoder + output layer, and `build_model`.
+
+The model never sees strings: ids in, logits or log-probabilities out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seq2seq.config import ModelConfig
+from seq2seq.data import Batch
+from seq2seq.decoders import AttentionDecoder, ContextDecoder, DecoderState
+from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
+from seq2seq.tokenizer import BOS_ID, PAD_ID
+
+
+class Seq2Seq(nn.Module):
+    """An encoder-decoder translation model."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        tgt_embedding: nn.Embedding,
+        maxout_size: int,
+        tie_embeddings: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.tgt_embedding = tgt_embedding
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(maxout_size, tgt_embedding.num_embeddings)
+        if tie_embeddings:
+            self.output.weight = tgt_embedding.weight
+
+    def encode(self, src_ids: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """src_ids [B, S] (EOS-terminated, PAD after), src_lengths [B]."""
+        return self.encoder(src_ids, src_lengths)
+
+    def init_state(self, encoded: EncoderOutput) -> DecoderState:
+        """The decoder state before the first target word."""
+        return self.decoder.init_state(encoded)
+
+    def decode_step(self, prev_ids: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """prev_ids [B] -> log-probabilities [B, V] of the next word, new state."""
+        embedded = self.embedding_dropout(self.tgt_embedding(prev_ids))
+        features, state = self.decoder.step(embedded, state)
+        return torch.log_softmax(self.output(features).float(), dim=-1), state
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
+        encoded = self.encode(batch.src_ids, batch.src_lengths)
+        embedded = self.embedding_dropout(self.tgt_embedding(batch.tgt_in))  # [B, T, E]
+        features = self.decoder(embedded, self.init_state(encoded))  # [B, T, L]
+        return self.output(features)
+
+    def score(
+        self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Forced decoding: log p(tgt | src).
+
+        Args:
+            src_ids: [B, S] EOS-terminated source ids.
+            src_lengths: [B].
+            tgt_out: [B, T] target ids followed by EOS, PAD after.
+
+        Returns:
+            The sum over tokens [B] and the per-token log-probs [B, T] (0 at PAD).
+        """
+        tgt_in = torch.cat([torch.full_like(tgt_out[:, :1], BOS_ID), tgt_out[:, :-1]], dim=1)
+        logits = self.forward(Batch(src_ids, src_lengths, tgt_in, tgt_out))
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        token = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+        token = token.masked_fill(tgt_out == PAD_ID, 0.0)
+        return token.sum(dim=1), token
+
+
+def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The single bridge from a `ModelConfig` to modules."""
+    src_embedding = nn.Embedding(src_vocab_size, config.emb_size, padding_idx=PAD_ID)
+    tgt_embedding = nn.Embedding(tgt_vocab_size, config.emb_size, padding_idx=PAD_ID)
+    for embedding in (src_embedding, tgt_embedding):
+        # N(0, 1/E) rather than torch's N(0, 1): the tied output matrix would
+        # otherwise start with logits of standard deviation sqrt(E)
+        nn.init.normal_(embedding.weight, std=config.emb_size**-0.5)
+        nn.init.zeros_(embedding.weight[PAD_ID])
+    if config.encoder == "rnn":
+        encoder = RNNEncoder(
+            src_embedding,
+            config.cell,
+            config.hidden_size,
+            config.layers,
+            config.bidirectional,
+            config.dropout,
+        )
+    else:
+        encoder = GRConvEncoder(src_embedding, config.hidden_size, config.dropout)
+    if config.decoder == "context":
+        decoder = ContextDecoder(
+            config.emb_size,
+            encoder.summary_size,
+            config.hidden_size,
+            config.maxout_size,
+            config.dropout,
+        )
+    else:
+        decoder = AttentionDecoder(
+            config.emb_size,
+            encoder.state_size,
+            encoder.summary_size,
+            config.hidden_size,
+            config.attention_size,
+            config.maxout_size,
+            config.dropout,
+        )
+    return Seq2Seq(
+        encoder,
+        decoder,
+        tgt_embedding,
+        config.maxout_size,
+        config.tie_embeddings,
+        config.dropout,
+    )
+
+
+def sequence_loss(logits: Tensor, tgt_out: Tensor, label_smoothing: float) -> Tensor:
+    """Summed cross-entropy over real target tokens (divide by the token count)."""
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        tgt_out.flatten(),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )

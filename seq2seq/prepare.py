@@ -1,0 +1,227 @@
+"""`seq2seq prepare`: corpus -> cleaned splits + SentencePiece model(s) + stats.json.
+
+Everything is written into a temporary folder beside the output and renamed
+at the end, so a failed run never leaves a half-prepared corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from seq2seq.data import (
+    DataError,
+    clean,
+    corpus_format,
+    drop_reason,
+    folder_splits,
+    hub_splits,
+    is_held_out,
+    read_folder,
+    read_hub,
+    read_lines,
+    read_moses,
+    read_tsv,
+)
+from seq2seq.tokenizer import Tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+ENCODE_CHUNK = 10_000  # lines per SentencePiece call when counting tokens
+
+
+def _split_streams(
+    corpus: str, fmt: str, src: str, tgt: str, valid_percent: float
+) -> Iterator[tuple[str, Iterator[tuple[str, str]]]]:
+    """(role, pairs) for each split; single-file corpora hold out a hash split."""
+    if fmt == "folder":
+        for role, split in folder_splits(Path(corpus), src, tgt).items():
+            yield role, read_folder(Path(corpus), split, src, tgt)
+    elif fmt == "hub":
+        for role, split in hub_splits(corpus).items():
+            yield role, read_hub(corpus, split, src, tgt)
+    else:
+        reader = read_moses if fmt == "moses" else read_tsv
+        yield "all", reader(Path(corpus))
+
+
+def prepare_corpus(
+    corpus: str,
+    src: str,
+    tgt: str,
+    out: str | Path,
+    vocab_size: int = 8000,
+    joint: bool = False,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    max_words: int = 100,
+    max_ratio: float = 9.0,
+    valid_percent: float = 1.0,
+    fmt: str | None = None,
+) -> dict:
+    """Clean and filter a corpus, train SentencePiece, write `out/`.
+
+    Output: `{train,val,test}.{src,tgt}` (cleaned text), `spm.model` (joint) or
+    `spm.{src}.model` and `spm.{tgt}.model`, and `stats.json`.
+
+    Args:
+        corpus: local folder, TSV file, Moses phrase table, or hub name.
+        src: source language code.
+        tgt: target language code.
+        out: output folder; replaced only when everything succeeded.
+        vocab_size: SentencePiece vocabulary size per model.
+        joint: one model for both languages.
+        model_type: "bpe" or "unigram".
+        character_coverage: SentencePiece character coverage.
+        max_words: drop pairs with a longer side (in words).
+        max_ratio: drop pairs whose longer side has more than this many times
+            the words of the shorter side.
+        valid_percent: share of a single-file corpus held out as `val`.
+        fmt: force the corpus format (folder, tsv, moses, hub).
+
+    Returns:
+        The statistics written to stats.json.
+    """
+    out = Path(out)
+    fmt = fmt or corpus_format(corpus)
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        splits = _write_splits(corpus, fmt, src, tgt, tmp, max_words, max_ratio, valid_percent)
+        if not splits.get("train", {}).get("kept"):
+            raise DataError(f"{corpus}: no training pairs left after cleaning")
+        models = _train_tokenizers(tmp, src, tgt, vocab_size, joint, model_type, character_coverage)
+        for split, counts in splits.items():
+            for lang in (src, tgt):
+                counts[f"tokens_{lang}"] = _count_tokens(tmp / f"{split}.{lang}", models[lang])
+        stats = {
+            "corpus": corpus,
+            "format": fmt,
+            "src": src,
+            "tgt": tgt,
+            "splits": splits,
+            "tokenizer": {
+                "type": model_type,
+                "vocab_size": vocab_size,
+                "joint": joint,
+                "files": {lang: models[lang].name for lang in (src, tgt)},
+            },
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+def _write_splits(
+    corpus: str,
+    fmt: str,
+    src: str,
+    tgt: str,
+    folder: Path,
+    max_words: int,
+    max_ratio: float,
+    valid_percent: float,
+) -> dict[str, dict]:
+    """Stream, clean, filter and write every split; returns counts per split."""
+    files, counts = {}, {}
+
+    def write(role: str, src_text: str, tgt_text: str) -> None:
+        if role not in files:
+            files[role] = [(folder / f"{role}.{lang}").open("w", encoding="utf-8")
+                           for lang in (src, tgt)]
+            counts[role] = Counter()
+        counts[role]["read"] += 1
+        reason = drop_reason(src_text, tgt_text, max_words, max_ratio)
+        if reason:
+            counts[role][f"dropped_{reason}"] += 1
+            return
+        counts[role]["kept"] += 1
+        files[role][0].write(src_text + "\n")
+        files[role][1].write(tgt_text + "\n")
+
+    try:
+        for role, pairs in _split_streams(corpus, fmt, src, tgt, valid_percent):
+            for src_text, tgt_text in tqdm(pairs, desc=f"prepare {role}", unit=" pairs",
+                                           mininterval=1, disable=None):
+                src_text, tgt_text = clean(src_text), clean(tgt_text)
+                if role == "all":  # single-file corpus: hold out a stable hash split
+                    held = is_held_out(src_text, tgt_text, valid_percent)
+                    write("val" if held else "train", src_text, tgt_text)
+                else:
+                    write(role, src_text, tgt_text)
+    finally:
+        for handles in files.values():
+            for handle in handles:
+                handle.close()
+    for role, count in counts.items():
+        dropped = {k: v for k, v in count.items() if k.startswith("dropped_")}
+        log.info("%s: kept %d of %d pairs, dropped %s", role, count["kept"], count["read"],
+                 dropped or "none")
+    return {role: dict(count) for role, count in counts.items()}
+
+
+def _train_tokenizers(
+    folder: Path,
+    src: str,
+    tgt: str,
+    vocab_size: int,
+    joint: bool,
+    model_type: str,
+    character_coverage: float,
+) -> dict[str, Path]:
+    """Train SentencePiece on the train split; returns the model path per language."""
+    log.info("training SentencePiece (%s, %d pieces, joint=%s)", model_type, vocab_size, joint)
+    if joint:
+        path = train_tokenizer(
+            [folder / f"train.{src}", folder / f"train.{tgt}"],
+            folder / "spm.model", vocab_size, model_type, character_coverage,
+        )
+        return {src: path, tgt: path}
+    return {
+        lang: train_tokenizer(
+            [folder / f"train.{lang}"], folder / f"spm.{lang}.model", vocab_size,
+            model_type, character_coverage,
+        )
+        for lang in (src, tgt)
+    }
+
+
+def _count_tokens(path: Path, model: Path) -> int:
+    """Subword tokens in a text file, encoded in chunks (bounded memory)."""
+    tokenizer = Tokenizer.from_file(model)
+    total, chunk = 0, []
+    for line in read_lines(path):
+        chunk.append(line)
+        if len(chunk) == ENCODE_CHUNK:
+            total += sum(map(len, tokenizer.encode(chunk)))
+            chunk = []
+    if chunk:
+        total += sum(map(len, tokenizer.encode(chunk)))
+    return total
+
+
+def load_tokenizers(folder: str | Path) -> tuple[Tokenizer, Tokenizer, dict]:
+    """Source and target tokenizers of a prepared folder, and its stats."""
+    folder = Path(folder)
+    stats_path = folder / "stats.json"
+    if not stats_path.is_file():
+        raise DataError(f"{folder}: not a prepared corpus (no stats.json); run seq2seq prepare")
+    stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    files = stats["tokenizer"]["files"]
+    return (
+        Tokenizer.from_file(folder / files[stats["src"]]),
+        Tokenizer.from_file(folder / files[stats["tgt"]]),
+        stats,
+    )

@@ -1,0 +1,171 @@
+"""Greedy and beam search over `Seq2Seq.encode` / `decode_step`.
+
+Both are batched: all sentences (times beams) advance as one batch, the
+encoder runs once per sentence, and a sentence leaves the batch as soon as
+it is finished. Search knows ids only, never strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import BOS_ID, EOS_ID
+
+
+@dataclass
+class Hypothesis:
+    """One output: token ids (without EOS), total log-prob, ranking score."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+    attention: Tensor | None = None  # [T, S] for greedy search, if asked
+
+
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
+    """Length normalisation: a hypothesis' log-prob is divided by length ** alpha."""
+    return length**alpha
+
+
+def max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
+    """Maximum output length (EOS included) per sentence: a * source + b."""
+    return (src_lengths.float() * a).long() + b
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Seq2Seq,
+    src_ids: Tensor,
+    src_lengths: Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    keep_attention: bool = False,
+) -> list[Hypothesis]:
+    """The most probable word at every step, for a batch of sentences.
+
+    Args:
+        model: the model, in eval mode.
+        src_ids: [B, S] EOS-terminated source ids.
+        src_lengths: [B].
+        max_len_a: maximum length factor.
+        max_len_b: maximum length offset.
+        keep_attention: return the attention weights (attention decoders).
+
+    Returns:
+        One hypothesis per sentence, in input order.
+    """
+    batch = src_ids.size(0)
+    limit = max_lengths(src_lengths, max_len_a, max_len_b).to(src_ids.device)
+    state = model.init_state(model.encode(src_ids, src_lengths))
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src_ids.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
+    log_prob = torch.zeros(batch, device=src_ids.device)
+    steps, weights = [], []
+    for t in range(int(limit.max())):
+        log_probs, state = model.decode_step(prev, state)  # [B, V]
+        word = log_probs.argmax(dim=-1)
+        word = torch.where(t + 1 >= limit, torch.full_like(word, EOS_ID), word)
+        word = word.masked_fill(finished, EOS_ID)
+        gained = log_probs.gather(1, word[:, None]).squeeze(1)
+        log_prob += gained.masked_fill(finished, 0.0)
+        steps.append(word)
+        if keep_attention and state.attention is not None:
+            weights.append(state.attention)
+        finished |= word == EOS_ID
+        prev = word
+        if finished.all():
+            break
+    words = torch.stack(steps, dim=1).tolist()
+    hypotheses = []
+    for row in range(batch):
+        tokens = words[row][: words[row].index(EOS_ID)] if EOS_ID in words[row] else words[row]
+        attention = torch.stack(weights, 1)[row, : len(tokens) + 1].cpu() if weights else None
+        hypotheses.append(Hypothesis(tokens, float(log_prob[row]), float(log_prob[row]), attention))
+    return hypotheses
+
+
+def _beam_step(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-k over beam x vocabulary.
+
+    Args:
+        scores: [B, K, V] total log-probs of every extension.
+        k: candidates to keep per sentence (2 x beam, so that enough
+            candidates that do not end are left).
+
+    Returns:
+        scores [B, k], source beam [B, k], word [B, k].
+    """
+    vocab = scores.size(-1)
+    top_scores, top_index = scores.flatten(1).topk(k, dim=-1)
+    return top_scores, top_index // vocab, top_index % vocab
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2Seq,
+    src_ids: Tensor,
+    src_lengths: Tensor,
+    beam: int = 5,
+    alpha: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
+    """Beam search for a batch of sentences, all beams as one batch.
+
+    A sentence is finished once `beam` hypotheses have ended (EOS among the
+    top `beam` candidates) or it reaches its maximum length; it then leaves
+    the batch. Hypotheses are ranked by log-prob / length ** alpha.
+
+    Returns:
+        For each sentence, its `nbest` best hypotheses, best first.
+    """
+    device = src_ids.device
+    batch = src_ids.size(0)
+    limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    state = model.init_state(model.encode(src_ids, src_lengths))
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    active = torch.arange(batch, device=device)  # sentence id of each active row group
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # the first step expands one beam only
+    history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
+    prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for t in range(int(limit.max())):
+        log_probs, state = model.decode_step(prev, state)
+        log_probs = log_probs.view(len(active), beam, -1)
+        at_limit = t + 1 >= limit[active]
+        if at_limit.any():  # only EOS is allowed at the maximum length
+            eos_only = torch.full_like(log_probs[0], float("-inf"))
+            eos_only[:, EOS_ID] = 0.0
+            log_probs[at_limit] = eos_only + log_probs[at_limit][..., EOS_ID : EOS_ID + 1]
+        top_scores, top_beam, top_word = _beam_step(scores[:, :, None] + log_probs, 2 * beam)
+        ended = (top_word == EOS_ID) & torch.isfinite(top_scores)
+        ended[:, beam:] = False  # an EOS outside the top `beam` is not taken
+        for row, col in ended.nonzero().tolist():
+            sentence = int(active[row])
+            tokens = history[row * beam + int(top_beam[row, col])].tolist()
+            total = float(top_scores[row, col])
+            penalty = length_penalty(len(tokens) + 1, alpha)
+            finished[sentence].append(Hypothesis(tokens, total, total / penalty))
+        # continue with the best `beam` candidates that did not end
+        keep = torch.argsort((top_word == EOS_ID).int(), dim=1, stable=True)[:, :beam]
+        scores = top_scores.gather(1, keep)
+        rows = (torch.arange(len(active), device=device)[:, None] * beam
+                + top_beam.gather(1, keep)).flatten()
+        prev = top_word.gather(1, keep).flatten()
+        history = torch.cat([history[rows], prev[:, None]], dim=1)
+        state = state.select(rows)
+        done = torch.tensor([len(finished[int(s)]) >= beam for s in active], device=device)
+        if done.all():
+            break
+        if done.any():  # finished sentences leave the batch
+            left = (~done).nonzero().squeeze(1)
+            active, scores = active[left], scores[left]
+            rows = (left[:, None] * beam + torch.arange(beam, device=device)).flatten()
+            history, prev, state = history[rows], prev[rows], state.select(rows)
+    return [sorted(h, key=lambda x: -x.score)[:nbest] for h in finished]

@@ -1,0 +1,95 @@
+"""SentencePiece subword models: train, load (from a file or bytes), encode, decode.
+
+Special ids are fixed for every model the project trains, so a model file
+never has to say which id is padding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sentencepiece as spm
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def train_tokenizer(
+    files: list[str | Path],
+    model_path: str | Path,
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    sample_size: int = 2_000_000,
+    seed: int = 1,
+) -> Path:
+    """Train a SentencePiece model on text files and write it to `model_path`.
+
+    SentencePiece reads at most `sample_size` sentences (a seeded random
+    sample), so memory stays bounded on corpora of millions of pairs.
+
+    Args:
+        files: one sentence per line, already cleaned.
+        model_path: where `NAME.model` goes.
+        vocab_size: number of pieces, special ids included.
+        model_type: "bpe" or "unigram".
+        character_coverage: share of characters covered by single pieces.
+        sample_size: sentences sampled for training.
+        seed: SentencePiece's random seed (for the sample).
+
+    Returns:
+        The path of the written model.
+    """
+    model_path = Path(model_path)
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        input=[str(f) for f in files],
+        model_prefix=str(model_path.with_suffix("")),
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        byte_fallback=True,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        input_sentence_size=sample_size,
+        shuffle_input_sentence=True,
+        num_threads=os.cpu_count() or 1,
+        minloglevel=2,
+    )
+    model_path.with_suffix(".vocab").unlink(missing_ok=True)  # not needed
+    return model_path
+
+
+class Tokenizer:
+    """A loaded SentencePiece model; keeps its bytes for model files."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        self.model_bytes = model_bytes
+        self._sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Tokenizer:
+        """Load a `.model` file."""
+        return cls(Path(path).read_bytes())
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of pieces, special ids included."""
+        return self._sp.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Piece ids of each text, without BOS/EOS; uses all cores."""
+        return self._sp.encode(texts, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """Texts from piece ids; special ids are dropped."""
+        return self._sp.decode(
+            [[i for i in seq if i > EOS_ID] for seq in ids],
+            num_threads=os.cpu_count() or 1,
+        )
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """Readable pieces, for attention plots."""
+        return [self._sp.id_to_piece(i) for i in ids]

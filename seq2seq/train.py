@@ -1,0 +1,379 @@
+"""The training loop: batches, optimiser, schedule, validation, checkpoints, resume.
+
+A run folder holds `config.yaml`, `log.jsonl` (one JSON record per report or
+validation), `checkpoints/step*.pt` (the last K) and `model.pt` (the best
+model by validation BLEU). `--resume` restores the model, optimiser,
+schedule, RNG streams and the position in the data order, so an interrupted
+run ends with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from seq2seq.checkpoint import load_file, model_payload, save_file
+from seq2seq.config import Config, TrainConfig, config_to_dict, save_config
+from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
+from seq2seq.evaluate import score_corpus
+from seq2seq.model import Seq2Seq, build_model, sequence_loss
+from seq2seq.prepare import load_tokenizers
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.translate import Translator
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY = 50  # steps between log.jsonl training records
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0  # next batch of `epoch` to train on
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0
+    train_seconds: float = 0.0
+    target_tokens: int = 0
+    done: bool = False
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class Corpus:
+    """Encoded training pairs and the dev split (as text for BLEU)."""
+
+    src: list[list[int]]
+    tgt: list[list[int]]
+    dev_src: list[str]
+    dev_ref: list[str]
+
+
+def load_corpus(config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Corpus:
+    """Encode the train split; pairs over `data.max_len` tokens are skipped."""
+    folder, data = Path(config.data.dir), config.data
+    paths = {lang: folder / f"{data.train}.{lang}" for lang in (data.src, data.tgt)}
+    for path in paths.values():
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run seq2seq prepare first")
+    src = src_tok.encode(list(read_lines(paths[data.src])))
+    tgt = tgt_tok.encode(list(read_lines(paths[data.tgt])))
+    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= data.max_len
+            and 0 < len(tgt[i]) <= data.max_len]
+    if len(keep) < len(src):
+        log.info("skipped %d pairs longer than %d tokens", len(src) - len(keep), data.max_len)
+    dev_src, dev_ref = [], []
+    dev_paths = [folder / f"{data.valid}.{lang}" for lang in (data.src, data.tgt)]
+    if all(p.is_file() for p in dev_paths):
+        dev_src, dev_ref = (list(read_lines(p)) for p in dev_paths)
+    limit = config.train.valid_sentences or None
+    return Corpus([src[i] for i in keep], [tgt[i] for i in keep], dev_src[:limit], dev_ref[:limit])
+
+
+def make_optimizer(model: Seq2Seq, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or Adadelta with the Cho et al. 2014a setting (ε 1e-6, ρ 0.95)."""
+    if train.optimizer == "adadelta":
+        return torch.optim.Adadelta(model.parameters(), lr=train.lr, rho=0.95, eps=1e-6)
+    return torch.optim.Adam(model.parameters(), lr=train.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
+    """constant, plateau (on dev BLEU) or warm-up then inverse-sqrt decay."""
+    if train.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=train.plateau_factor, patience=train.plateau_patience
+        )
+    if train.schedule == "warmup_decay":
+        warmup = max(train.warmup_steps, 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1)))
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def autocast(train: TrainConfig, device: str):
+    """bf16/fp16 autocast context, or a no-op for fp32."""
+    if train.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if train.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def rng_state() -> dict:
+    """Every RNG stream the loop draws from (dropout, Python)."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs one training run in `run_dir`; see the module docstring."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+        self.config, self.train_cfg = config, config.train
+        self.run_dir = Path(run_dir)
+        self.rank, self.world = _distributed_setup(self.train_cfg.device)
+        self.device = _device(self.train_cfg.device, self.rank)
+        if self.train_cfg.threads:
+            torch.set_num_threads(self.train_cfg.threads)
+        torch.manual_seed(self.train_cfg.seed)
+        random.seed(self.train_cfg.seed)
+        self.src_tok, self.tgt_tok, self.stats = load_tokenizers(config.data.dir)
+        self.corpus = load_corpus(config, self.src_tok, self.tgt_tok)
+        self.model = build_model(config.model, self.src_tok.vocab_size, self.tgt_tok.vocab_size)
+        self.model.to(self.device)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = make_optimizer(self.model, self.train_cfg)
+        self.scheduler = make_scheduler(self.optimizer, self.train_cfg)
+        self.progress = Progress()
+        self.stop_signal: int | None = None
+        if resume:
+            self._restore()
+        elif self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> Path:
+        """Train until a limit, early stopping or a signal; returns model.pt."""
+        cfg, progress = self.train_cfg, self.progress
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        src_lengths = [len(s) + 1 for s in self.corpus.src]
+        tgt_lengths = [len(t) + 1 for t in self.corpus.tgt]
+        last_save = time.monotonic()
+        bar = tqdm(total=cfg.max_steps or None, initial=progress.step, unit=" steps",
+                   disable=None if self.rank == 0 else True, dynamic_ncols=True)
+        try:
+            while not progress.done and progress.epoch < cfg.max_epochs:
+                batches = make_batches(src_lengths, tgt_lengths, cfg.batch_tokens,
+                                       cfg.seed, progress.epoch)
+                if progress.batch_index == 0 and self.rank == 0:
+                    log.info("epoch %d: %d batches, %.1f%% real tokens", progress.epoch + 1,
+                             len(batches), 100 * padding_efficiency(batches, src_lengths,
+                                                                   tgt_lengths))
+                per_step = cfg.accumulate * self.world
+                while progress.batch_index < len(batches) and not progress.done:
+                    group = batches[progress.batch_index : progress.batch_index + per_step]
+                    started = time.perf_counter()
+                    loss, tokens = self._train_step(group)
+                    progress.train_seconds += time.perf_counter() - started
+                    progress.target_tokens += tokens
+                    progress.batch_index += per_step
+                    progress.step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self._lr():.2e}",
+                                    tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
+                                    refresh=False)
+                    self._after_step(loss)
+                    minutes = (time.monotonic() - last_save) / 60
+                    if (progress.step % cfg.checkpoint_every == 0
+                            or minutes >= cfg.checkpoint_minutes or self.stop_signal):
+                        self.save_checkpoint()
+                        last_save = time.monotonic()
+                    if self.stop_signal:
+                        raise KeyboardInterrupt
+                if progress.batch_index >= len(batches):
+                    progress.epoch += 1
+                    progress.batch_index = 0
+            if not progress.done:  # ran out of epochs: validate the final state
+                self.validate()
+            progress.done = True
+            self.save_checkpoint()
+        except KeyboardInterrupt:
+            log.warning("stopped by signal at step %d; resume with --resume %s",
+                        progress.step, self.run_dir)
+        finally:
+            bar.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        return self.run_dir / "model.pt"
+
+    def _train_step(self, group: list[list[int]]) -> tuple[float, int]:
+        """One optimiser step over `group` (accumulate x world batches)."""
+        self.net.train()
+        corpus = self.corpus
+        total_tokens = sum(len(corpus.tgt[i]) + 1 for b in group for i in b)
+        mine = group[self.rank :: self.world]
+        loss_sum = 0.0
+        for index, indices in enumerate(mine):
+            batch = collate([corpus.src[i] for i in indices],
+                            [corpus.tgt[i] for i in indices]).to(self.device)
+            sync = index == len(mine) - 1 or self.world == 1
+            context = contextlib.nullcontext() if sync else self.net.no_sync()
+            with context, autocast(self.train_cfg, self.device):
+                logits = self.net(batch)
+                loss = sequence_loss(logits, batch.tgt_out, self.train_cfg.label_smoothing)
+            # DDP averages gradients over ranks; scale so the sum is over the global batch
+            (loss * self.world / total_tokens).backward()
+            loss_sum += loss.item()
+        if self.train_cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.train_cfg.schedule != "plateau":
+            self.scheduler.step()
+        return loss_sum / max(sum(len(corpus.tgt[i]) + 1 for b in mine for i in b), 1), total_tokens
+
+    def _after_step(self, loss: float) -> None:
+        cfg, progress = self.train_cfg, self.progress
+        if progress.step % REPORT_EVERY == 0:
+            self._log({"type": "train", "step": progress.step, "epoch": progress.epoch,
+                       "loss": round(loss, 4), "lr": self._lr(),
+                       "tokens_per_s": round(progress.target_tokens / progress.train_seconds)})
+        if progress.step % cfg.valid_every == 0:
+            self.validate()
+        if cfg.max_steps and progress.step >= cfg.max_steps:
+            progress.done = True
+        if cfg.max_minutes and progress.train_seconds / 60 >= cfg.max_minutes:
+            progress.done = True
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------ validation
+
+    def validate(self) -> dict:
+        """Dev loss, perplexity and greedy BLEU; keeps the best model."""
+        progress = self.progress
+        record = {"type": "valid", "step": progress.step, "epoch": progress.epoch}
+        if self.rank == 0 and self.corpus.dev_src:
+            record.update(self._dev_metrics())
+            if record["bleu"] > progress.best_bleu:
+                progress.best_bleu, progress.best_step = record["bleu"], progress.step
+                progress.bad_validations = 0
+                save_file(self.model_file(), self.run_dir / "model.pt")
+            else:
+                progress.bad_validations += 1
+            log.info("step %d: dev loss %.3f ppl %.2f BLEU %.2f (best %.2f at %d)",
+                     progress.step, record["loss"], record["ppl"], record["bleu"],
+                     progress.best_bleu, progress.best_step)
+        elif self.rank == 0:  # no dev split: the latest model is the model
+            save_file(self.model_file(), self.run_dir / "model.pt")
+        if self.world > 1:  # every rank takes the same decisions
+            shared = [progress.best_bleu, progress.bad_validations, record.get("bleu", 0.0)]
+            box = [shared]
+            dist.broadcast_object_list(box, src=0)
+            progress.best_bleu, progress.bad_validations, record["bleu"] = box[0]
+        if self.train_cfg.schedule == "plateau":
+            self.scheduler.step(record.get("bleu", 0.0))
+        patience = self.train_cfg.patience
+        if patience and progress.bad_validations >= patience:
+            log.info("no dev BLEU gain in %d validations: stopping", patience)
+            progress.done = True
+        progress.history.append(record)
+        self._log(record)
+        return record
+
+    @torch.no_grad()
+    def _dev_metrics(self) -> dict:
+        self.model.eval()
+        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config,
+                                str(self.device))
+        src_ids = translator.encode_sources(self.corpus.dev_src)
+        tgt_ids = self.tgt_tok.encode(self.corpus.dev_ref)
+        loss_sum, tokens = 0.0, 0
+        for start in range(0, len(src_ids), 64):
+            batch = collate(src_ids[start : start + 64], tgt_ids[start : start + 64])
+            batch = batch.to(self.device)
+            with autocast(self.train_cfg, self.device):
+                total, _ = self.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+            loss_sum -= float(total.sum())
+            tokens += batch.num_tokens
+        hypotheses = [t.texts[0] for t in translator.translate(self.corpus.dev_src, beam=1)]
+        bleu = score_corpus(hypotheses, self.corpus.dev_ref)
+        self.model.train()
+        return {"loss": round(loss_sum / tokens, 4), "ppl": round(math.exp(loss_sum / tokens), 2),
+                "bleu": bleu["bleu"], "chrf": bleu["chrf"]}
+
+    # ------------------------------------------------------------ files
+
+    def model_file(self) -> dict:
+        """The self-contained model file of the current parameters."""
+        progress = self.progress
+        metrics = {
+            "dev_bleu": progress.best_bleu if progress.best_bleu >= 0 else None,
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "train_seconds": round(progress.train_seconds, 1),
+            "data": self.config.data.dir,
+            "data_stats": self.stats,
+        }
+        return model_payload(config_to_dict(self.config), self.model.state_dict(),
+                             self.src_tok.model_bytes, self.tgt_tok.model_bytes, metrics)
+
+    def save_checkpoint(self) -> None:
+        """Model file plus optimiser, schedule, RNG and data position; keep the last K."""
+        if self.rank != 0:
+            return
+        payload = self.model_file()
+        payload.update(kind="checkpoint", optimizer=self.optimizer.state_dict(),
+                       scheduler=self.scheduler.state_dict(), rng=rng_state(),
+                       progress=asdict(self.progress))
+        folder = self.run_dir / "checkpoints"
+        save_file(payload, folder / f"step{self.progress.step:08d}.pt")
+        for old in sorted(folder.glob("step*.pt"))[: -self.train_cfg.keep_checkpoints]:
+            old.unlink()
+
+    def _restore(self) -> None:
+        checkpoints = sorted((self.run_dir / "checkpoints").glob("step*.pt"))
+        if not checkpoints:
+            raise DataError(f"{self.run_dir}: no checkpoint to resume from")
+        payload = load_file(checkpoints[-1], kind="checkpoint")
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"])
+        self.progress = Progress(**payload["progress"])
+        log.info("resumed from %s (step %d)", checkpoints[-1], self.progress.step)
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _on_signal(self, signum: int, frame) -> None:
+        log.warning("signal %d: saving a checkpoint after this step", signum)
+        self.stop_signal = signum
+
+
+def _distributed_setup(device: str) -> tuple[int, int]:
+    """(rank, world size); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(device: str, rank: int) -> torch.device:
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return torch.device(device)

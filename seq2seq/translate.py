@@ -1,0 +1,130 @@
+"""Text in, text out: a loaded model file plus search, batched by tokens.
+
+Lines are read in chunks, sorted by length within a chunk, batched by a
+token budget, searched, and written back in input order, so a file of any
+size is translated in bounded memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2seq.checkpoint import load_file
+from seq2seq.config import Config, config_from_dict
+from seq2seq.data import clean, collate
+from seq2seq.model import Seq2Seq, build_model
+from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_SRC_TOKENS = 250  # longer inputs are cut (the models train on <= 100 words)
+CHUNK_LINES = 2000  # lines sorted and batched together
+
+
+@dataclass
+class Translation:
+    """The n-best outputs for one input line, best first."""
+
+    texts: list[str]
+    scores: list[float]
+    attention: torch.Tensor | None = None
+
+
+class Translator:
+    """A model with its tokenizers and search settings."""
+
+    def __init__(
+        self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config, device: str
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.src, self.tgt, self.config, self.device = src, tgt, config, device
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "cpu") -> Translator:
+        """Load a model file (or training checkpoint); weights become float32."""
+        payload = load_file(path)
+        config = config_from_dict(payload["config"])
+        src = Tokenizer(payload["tokenizers"]["src"])
+        tgt = Tokenizer(payload["tokenizers"]["tgt"])
+        model = build_model(config.model, src.vocab_size, tgt.vocab_size)
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state)
+        return cls(model, src, tgt, config, device)
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        """Clean and tokenize; over-long inputs are cut with a warning."""
+        ids = self.src.encode([clean(t) for t in texts])
+        for row, seq in enumerate(ids):
+            if len(seq) > MAX_SRC_TOKENS:
+                log.warning("input of %d tokens cut to %d", len(seq), MAX_SRC_TOKENS)
+                ids[row] = seq[:MAX_SRC_TOKENS]
+        return ids
+
+    def translate(
+        self,
+        texts: list[str],
+        beam: int | None = None,
+        nbest: int = 1,
+        batch_tokens: int | None = None,
+        keep_attention: bool = False,
+    ) -> list[Translation]:
+        """Translate a list of texts; an empty text gives an empty translation."""
+        search = self.config.search
+        beam = beam or search.beam
+        batch_tokens = batch_tokens or search.batch_tokens
+        ids = self.encode_sources(texts)
+        results: list[Translation | None] = [None] * len(texts)
+        todo = [i for i, seq in enumerate(ids) if seq]
+        for i in set(range(len(texts))) - set(todo):
+            results[i] = Translation([""] * nbest, [0.0] * nbest)
+        todo.sort(key=lambda i: len(ids[i]))
+        for group in _token_batches(todo, [len(s) + 1 for s in ids], batch_tokens // beam):
+            batch = collate([ids[i] for i in group], [[0]] * len(group)).to(self.device)
+            for i, hyps in zip(group, self._search(batch, beam, nbest, keep_attention)):
+                texts_out = self.tgt.decode([h.tokens for h in hyps])
+                results[i] = Translation(
+                    texts_out, [h.score for h in hyps], hyps[0].attention
+                )
+        return results
+
+    def _search(self, batch, beam: int, nbest: int, keep_attention: bool) -> list[list[Hypothesis]]:
+        search = self.config.search
+        if beam == 1:
+            hyps = greedy_search(self.model, batch.src_ids, batch.src_lengths,
+                                 search.max_len_a, search.max_len_b, keep_attention)
+            return [[h] for h in hyps]  # greedy has one hypothesis
+        return beam_search(self.model, batch.src_ids, batch.src_lengths, beam, search.alpha,
+                           search.max_len_a, search.max_len_b, nbest)
+
+    def translate_stream(
+        self, lines: Iterable[str], beam: int | None = None, nbest: int = 1,
+        batch_tokens: int | None = None,
+    ) -> Iterator[Translation]:
+        """Translations of `lines` in order, reading `CHUNK_LINES` at a time."""
+        chunk = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == CHUNK_LINES:
+                yield from self.translate(chunk, beam, nbest, batch_tokens)
+                chunk = []
+        if chunk:
+            yield from self.translate(chunk, beam, nbest, batch_tokens)
+
+
+def _token_batches(order: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
+    """Cut length-sorted indices into batches of at most `budget` padded tokens."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[i] > budget:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
