@@ -15,6 +15,7 @@ from pathlib import Path
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, preset_names
 from seq2seq.data import DataError
+from seq2seq.tokenizer import TokenizerError
 
 log = logging.getLogger("seq2seq")
 
@@ -201,6 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, OSError) as error:
+    except (ConfigError, DataError, CheckpointError, TokenizerError, OSError) as error:
         print(f"seq2seq {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -16,6 +16,11 @@ from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """float32 for 16-bit autocast outputs (softmax and loss need the range)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class Seq2Seq(nn.Module):
     """An encoder-decoder translation model."""
 
@@ -49,7 +54,7 @@ class Seq2Seq(nn.Module):
         """prev_ids [B] -> log-probabilities [B, V] of the next word, new state."""
         embedded = self.embedding_dropout(self.tgt_embedding(prev_ids))
         features, state = self.decoder.step(embedded, state)
-        return torch.log_softmax(self.output(features).float(), dim=-1), state
+        return torch.log_softmax(full_precision(self.output(features)), dim=-1), state
 
     def forward(self, batch: Batch) -> Tensor:
         """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
@@ -73,7 +78,7 @@ class Seq2Seq(nn.Module):
         """
         tgt_in = torch.cat([torch.full_like(tgt_out[:, :1], BOS_ID), tgt_out[:, :-1]], dim=1)
         logits = self.forward(Batch(src_ids, src_lengths, tgt_in, tgt_out))
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = torch.log_softmax(full_precision(logits), dim=-1)
         token = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
         token = token.masked_fill(tgt_out == PAD_ID, 0.0)
         return token.sum(dim=1), token
@@ -130,7 +135,7 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -
 def sequence_loss(logits: Tensor, tgt_out: Tensor, label_smoothing: float) -> Tensor:
     """Summed cross-entropy over real target tokens (divide by the token count)."""
     return F.cross_entropy(
-        logits.flatten(0, 1).float(),
+        full_precision(logits.flatten(0, 1)),
         tgt_out.flatten(),
         ignore_index=PAD_ID,
         label_smoothing=label_smoothing,

@@ -6,12 +6,18 @@ never has to say which id is padding.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class TokenizerError(ValueError):
+    """SentencePiece could not train (e.g. a vocabulary too small for the text)."""
 
 
 def train_tokenizer(
@@ -31,7 +37,7 @@ def train_tokenizer(
     Args:
         files: one sentence per line, already cleaned.
         model_path: where `NAME.model` goes.
-        vocab_size: number of pieces, special ids included.
+        vocab_size: number of pieces, special ids and the 256 byte pieces included.
         model_type: "bpe" or "unigram".
         character_coverage: share of characters covered by single pieces.
         sample_size: sentences sampled for training.
@@ -42,13 +48,33 @@ def train_tokenizer(
     """
     model_path = Path(model_path)
     spm.set_random_generator_seed(seed)
+    try:
+        _train(files, model_path, vocab_size, model_type, character_coverage, sample_size)
+    except RuntimeError as error:
+        reason = str(error).split("] ")[-1].strip()
+        raise TokenizerError(f"SentencePiece on {files[0]}: {reason}") from None
+    return model_path
+
+
+def _lines(files: list[str | Path]) -> Iterator[str]:
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            yield from (line.rstrip("\n") for line in f)
+
+
+def _train(files, model_path, vocab_size, model_type, character_coverage, sample_size) -> None:
+    # Fed by an iterator and written to memory, so that no file path ends up in
+    # the model and re-running with the same text gives the same bytes.
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=[str(f) for f in files],
-        model_prefix=str(model_path.with_suffix("")),
+        sentence_iterator=_lines(files),
+        model_writer=model,
         vocab_size=vocab_size,
         model_type=model_type,
         character_coverage=character_coverage,
         byte_fallback=True,
+        # no NFKC: decode(encode(x)) must give x back; data.clean already did NFC
+        normalization_rule_name="identity",
         pad_id=PAD_ID,
         unk_id=UNK_ID,
         bos_id=BOS_ID,
@@ -56,10 +82,10 @@ def train_tokenizer(
         input_sentence_size=sample_size,
         shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1,
+        hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary, not an error
         minloglevel=2,
     )
-    model_path.with_suffix(".vocab").unlink(missing_ok=True)  # not needed
-    return model_path
+    model_path.write_bytes(model.getvalue())
 
 
 class Tokenizer:

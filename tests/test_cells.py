@@ -1,0 +1,160 @@
+import pytest
+import torch
+from torch.testing import assert_close
+
+from seq2seq.cells import FusedGRU, GatedCell, LSTMCell, RecurrentLayer, TanhCell, make_cell
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def sigmoid(x):
+    return 1 / (1 + torch.exp(-x))
+
+
+def reference_step(name, cell, x, h):
+    """The equations written out by hand from the cell's weight matrices."""
+    n = cell.hidden_size
+    if name == "tanh":
+        return torch.tanh(cell.input.weight @ x + cell.input.bias + cell.recurrent.weight @ h)
+    U = cell.recurrent.weight
+    if name == "gru":
+        W, b = cell.input.weight, cell.input.bias
+        Ug = cell.gate_recurrent.weight
+        r = sigmoid(W[:n] @ x + Ug[:n] @ h + b[:n])
+        z = sigmoid(W[n : 2 * n] @ x + Ug[n:] @ h + b[n : 2 * n])
+        cand = torch.tanh(W[2 * n :] @ x + U @ (r * h) + b[2 * n :])
+    else:
+        if name == "gru1":
+            g = cell.gate_recurrent.weight @ h + cell.gate_recurrent.bias
+        elif name == "gru2":
+            g = cell.gate_recurrent.weight @ h
+        else:
+            g = cell.gate_bias
+        r, z = sigmoid(g[:n]), sigmoid(g[n:])
+        cand = torch.tanh(cell.input.weight @ x + cell.input.bias + U @ (r * h))
+    return z * h + (1 - z) * cand
+
+
+@pytest.mark.parametrize("name", ["gru", "gru1", "gru2", "gru3", "tanh"])
+def test_cell_matches_hand_written_equations(name):
+    torch.manual_seed(1)
+    cell = make_cell(name, 3, 2)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-1, 1)
+    x, h = torch.randn(3), torch.randn(2)
+    got = cell.step(cell.project(x[None]), h[None])[0]
+    assert_close(got, reference_step(name, cell, x, h))
+
+
+def test_gru_two_unit_step_by_hand():
+    """One 2-unit step with round numbers, computed on paper."""
+    cell = GatedCell(1, 2, "gru")
+    with torch.no_grad():
+        cell.input.weight.copy_(torch.tensor([[1.0], [0.0], [0.0], [0.0], [2.0], [0.0]]))
+        cell.input.bias.zero_()
+        cell.gate_recurrent.weight.zero_()
+        cell.recurrent.weight.copy_(torch.eye(2))
+    x, h = torch.tensor([[0.0]]), torch.tensor([[1.0, -1.0]])
+    # r = z = σ(0) = 0.5; h̃ = tanh(0 + r*h) = tanh(±0.5); h' = 0.5 h + 0.5 h̃
+    expected = 0.5 * h + 0.5 * torch.tanh(0.5 * h)
+    assert_close(cell.step(cell.project(x), h), expected)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, formula",
+    [
+        ("gru", lambda n, m: 3 * (n * n + n * m + n)),
+        ("gru1", lambda n, m: 3 * (n * n + n * m + n) - 2 * n * m),
+        ("gru2", lambda n, m: 3 * (n * n + n * m + n) - 2 * n * m - 2 * n),
+        ("gru3", lambda n, m: 3 * (n * n + n * m + n) - 2 * n * m - 2 * n * n),
+        ("tanh", lambda n, m: n * n + n * m + n),
+        ("lstm", lambda n, m: 4 * (n * n + n * m + n)),
+    ],
+)
+def test_parameter_counts(name, formula):
+    n, m = 7, 5
+    assert count(make_cell(name, m, n)) == formula(n, m)
+    layer = RecurrentLayer(name, m, n, layers=2, bidirectional=True, dropout=0.0)
+    assert count(layer) == 2 * formula(n, m) + 2 * formula(n, 2 * n)
+
+
+def copy_gru_weights(layer: RecurrentLayer, fused: FusedGRU) -> None:
+    """Copy torch.nn.GRU weights (gate order r, z, n) into reset-after loop cells."""
+    for index, directions in enumerate(layer.cells):
+        for d, cell in enumerate(directions):
+            suffix = f"_l{index}" + ("_reverse" if d else "")
+            cell.input.weight.data.copy_(getattr(fused.gru, "weight_ih" + suffix))
+            cell.input.bias.data.copy_(getattr(fused.gru, "bias_ih" + suffix))
+            cell.recurrent.weight.data.copy_(getattr(fused.gru, "weight_hh" + suffix))
+            cell.recurrent.bias.data.copy_(getattr(fused.gru, "bias_hh" + suffix))
+
+
+class ResetAfterCell(torch.nn.Module):
+    """torch's GRU equations in the project's cell protocol, for comparison."""
+
+    def __init__(self, m, n):
+        super().__init__()
+        self.hidden_size = self.state_size = n
+        self.input = torch.nn.Linear(m, 3 * n)
+        self.recurrent = torch.nn.Linear(n, 3 * n)
+
+    def project(self, x):
+        return self.input(x)
+
+    def step(self, projected, h):
+        from seq2seq.cells import gru_step
+
+        return gru_step(projected, self.recurrent(h), h)
+
+    def output(self, state):
+        return state
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fused_gru_equals_step_by_step_loop_on_padded_batch(bidirectional, monkeypatch):
+    torch.manual_seed(0)
+    m, n, layers = 4, 3, 2
+    fused = FusedGRU(m, n, layers, bidirectional, dropout=0.0)
+    monkeypatch.setattr("seq2seq.cells.make_cell", lambda name, i, h: ResetAfterCell(i, h))
+    loop = RecurrentLayer("gru", m, n, layers, bidirectional, dropout=0.0)
+    copy_gru_weights(loop, fused)
+    x, lengths = torch.randn(3, 5, m), torch.tensor([5, 2, 4])
+    out_f, fin_f = fused(x, lengths)
+    out_l, fin_l = loop(x, lengths)
+    assert_close(out_f, out_l)
+    assert_close(fin_f, fin_l)
+    # and against torch.nn.GRU run on each sentence alone, unpadded
+    for row, length in enumerate(lengths.tolist()):
+        alone, _ = fused.gru(x[row : row + 1, :length])
+        assert_close(out_f[row, :length], alone[0])
+
+
+@pytest.mark.parametrize("name", ["gru", "gru1", "gru2", "gru3", "tanh", "lstm", "gru_reset_after"])
+def test_padding_never_changes_states(name):
+    from seq2seq.cells import make_recurrent_layer
+
+    torch.manual_seed(0)
+    layer = make_recurrent_layer(name, 4, 3, layers=2, bidirectional=True, dropout=0.0)
+    x, lengths = torch.randn(2, 6, 4), torch.tensor([3, 6])
+    outputs, finals = layer(x, lengths)
+    alone, alone_finals = layer(x[:1, :3], lengths[:1])
+    assert_close(outputs[0, :3], alone[0])
+    assert_close(finals[:, 0], alone_finals[:, 0])
+    assert outputs[0, 3:].abs().sum() == 0
+
+
+def test_lstm_and_tanh_cells_keep_state_sizes():
+    assert LSTMCell(3, 4).state_size == 8
+    assert TanhCell(3, 4).state_size == 4

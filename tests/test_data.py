@@ -1,0 +1,127 @@
+import gzip
+
+import pytest
+from helpers import write_folder
+
+from seq2seq import data
+from seq2seq.data import (
+    DataError,
+    clean,
+    collate,
+    corpus_format,
+    drop_reason,
+    make_batches,
+    padding_efficiency,
+    read_folder,
+    read_moses,
+    read_tsv,
+)
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+def test_clean_normalises_spaces_and_unicode():
+    assert clean("  Quoi\u202f?  Oui\u00a0! \t") == "Quoi ? Oui !"
+    assert clean("Cafe\u0301") == "Café"  # NFC
+
+
+def test_drop_reasons():
+    assert drop_reason("", "a", 10, 3) == "empty"
+    assert drop_reason("a " * 11, "a", 10, 3) == "too_long"
+    assert drop_reason("a a a a", "a", 10, 3) == "length_ratio"
+    assert drop_reason("a b", "c d e", 10, 3) is None
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_folder_plain_and_gzip(tmp_path, gz):
+    folder = write_folder(tmp_path, {"train": 5}, gz=gz)
+    pairs = list(read_folder(folder, "train", "de", "en"))
+    assert len(pairs) == 5 and all(isinstance(s, str) for pair in pairs for s in pair)
+    assert corpus_format(str(folder)) == "folder"
+
+
+def test_different_line_counts_is_an_error(tmp_path):
+    (tmp_path / "train.de").write_text("a\nb\nc\n")
+    (tmp_path / "train.en").write_text("a\nb\n")
+    with pytest.raises(DataError, match="train.en has 2 lines but .*train.de has more"):
+        list(read_folder(tmp_path, "train", "de", "en"))
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    (tmp_path / "train.de").write_bytes(b"gut\nschl\xffcht\n")
+    (tmp_path / "train.en").write_text("good\nbad\n")
+    with pytest.raises(DataError, match=r"train.de:2: not valid UTF-8"):
+        list(read_folder(tmp_path, "train", "de", "en"))
+
+
+def test_missing_split_file(tmp_path):
+    (tmp_path / "train.de").write_text("a\n")
+    with pytest.raises(DataError, match="missing train.en"):
+        list(read_folder(tmp_path, "train", "de", "en"))
+
+
+def test_tsv_and_moses(tmp_path):
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("ein Hund\ta dog\nHaus\thouse\n")
+    assert list(read_tsv(tsv)) == [("ein Hund", "a dog"), ("Haus", "house")]
+    assert corpus_format(str(tsv)) == "tsv"
+    table = tmp_path / "phrase-table.gz"
+    table.write_bytes(gzip.compress(b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
+                                    b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
+                                    b"Haus ||| house ||| 0.5 ||| ||| \n"))
+    assert list(read_moses(table)) == [("das", "the"), ("Haus", "house")]
+    assert corpus_format(str(table)) == "moses"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("no tab here\n")
+    with pytest.raises(DataError, match="bad.tsv:1: expected source<TAB>target"):
+        list(read_tsv(bad))
+
+
+def test_hub_offline_fails_at_once_with_advice(monkeypatch):
+    monkeypatch.setattr(data, "_hub_reachable", lambda: False)
+    assert corpus_format("bentrevett/multi30k") == "hub"
+    with pytest.raises(DataError, match="pass a local folder"):
+        next(data.read_hub("bentrevett/multi30k", "train", "de", "en"))
+
+
+def test_missing_corpus_path():
+    with pytest.raises(DataError, match="no such file or folder"):
+        corpus_format("./not/here")
+
+
+def test_collate_adds_bos_eos_and_padding():
+    batch = collate([[5, 6], [7]], [[8], [9, 10]])
+    assert batch.src_ids.tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
+    assert batch.src_lengths.tolist() == [3, 2]
+    assert batch.tgt_in.tolist() == [[BOS_ID, 8, PAD_ID], [BOS_ID, 9, 10]]
+    assert batch.tgt_out.tolist() == [[8, EOS_ID, PAD_ID], [9, 10, EOS_ID]]
+    assert batch.num_tokens == 5
+
+
+def random_lengths(n, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randint(2, 40) for _ in range(n)], [rng.randint(2, 40) for _ in range(n)]
+
+
+def test_batches_cover_every_pair_once_and_respect_the_budget():
+    src, tgt = random_lengths(2000)
+    batches = make_batches(src, tgt, batch_tokens=600, seed=3, epoch=1)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(2000))
+    for b in batches:
+        assert len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) <= 600
+    assert padding_efficiency(batches, src, tgt) > 0.8
+
+
+def test_batches_are_deterministic_per_seed_and_epoch():
+    src, tgt = random_lengths(500)
+    first = make_batches(src, tgt, 300, seed=1, epoch=0)
+    assert first == make_batches(src, tgt, 300, seed=1, epoch=0)
+    assert first != make_batches(src, tgt, 300, seed=1, epoch=1)
+    assert first != make_batches(src, tgt, 300, seed=2, epoch=0)
+
+
+def test_a_pair_longer_than_the_budget_gets_its_own_batch():
+    batches = make_batches([100, 3, 3], [100, 3, 3], batch_tokens=50, seed=0, epoch=0)
+    assert [0] in batches and sorted(i for b in batches for i in b) == [0, 1, 2]

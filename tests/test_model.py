@@ -1,0 +1,69 @@
+import pytest
+import torch
+from helpers import tiny_model
+from torch.testing import assert_close
+
+from seq2seq.data import collate
+from seq2seq.model import sequence_loss
+
+COMBOS = [("rnn", "attention"), ("rnn", "context"), ("grconv", "attention"), ("grconv", "context")]
+
+
+def toy_batch():
+    src = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    tgt = [[14, 15, 16], [17, 18, 19, 20], [21]]
+    return collate(src, tgt)
+
+
+@pytest.mark.parametrize("encoder, decoder", COMBOS)
+def test_decode_step_equals_teacher_forcing_and_score(encoder, decoder):
+    model = tiny_model(encoder=encoder, decoder=decoder, cell="gru")
+    batch = toy_batch()
+    with torch.no_grad():
+        logits = model(batch)  # [B, T, V]
+        log_probs = torch.log_softmax(logits, -1)
+        state = model.init_state(model.encode(batch.src_ids, batch.src_lengths))
+        for t in range(batch.tgt_in.size(1)):
+            step, state = model.decode_step(batch.tgt_in[:, t], state)
+            assert_close(step, log_probs[:, t])
+        total, per_token = model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+    gathered = log_probs.gather(-1, batch.tgt_out[..., None]).squeeze(-1)
+    gathered = gathered.masked_fill(batch.tgt_out == 0, 0)
+    assert_close(per_token, gathered)
+    assert_close(total, gathered.sum(1))
+    assert logits.shape == (3, 5, 32)
+
+
+@pytest.mark.parametrize("encoder, decoder", COMBOS)
+def test_decoder_states_unchanged_by_padding(encoder, decoder):
+    model = tiny_model(encoder=encoder, decoder=decoder, cell="gru")
+    batch = toy_batch()
+    alone = collate([[9, 10]], [[17, 18, 19, 20]])
+    with torch.no_grad():
+        _, together = model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+        _, single = model.score(alone.src_ids, alone.src_lengths, alone.tgt_out)
+    assert_close(together[1], single[0])
+
+
+@pytest.mark.parametrize("encoder, decoder", COMBOS)
+def test_each_combination_overfits_eight_pairs(encoder, decoder):
+    torch.manual_seed(0)
+    src = [[4 + (i * 3 + j) % 20 for j in range(3 + i % 3)] for i in range(8)]
+    tgt = [[s + 5 for s in reversed(x)] for x in src]
+    batch = collate(src, tgt)
+    model = tiny_model(encoder=encoder, decoder=decoder, emb_size=16, hidden_size=32,
+                       maxout_size=16, attention_size=16).float().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        loss = sequence_loss(model(batch), batch.tgt_out, 0.0) / batch.num_tokens
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_tied_output_shares_the_embedding():
+    model = tiny_model(tie_embeddings=True)
+    assert model.output.weight is model.tgt_embedding.weight
+    untied = tiny_model(tie_embeddings=False)
+    assert untied.output.weight is not untied.tgt_embedding.weight

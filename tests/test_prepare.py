@@ -1,0 +1,80 @@
+import gzip
+import json
+
+import pytest
+from helpers import write_folder
+
+from seq2seq.data import DataError, make_batches, padding_efficiency, read_lines
+from seq2seq.prepare import load_tokenizers, prepare_corpus
+
+
+def test_prepare_writes_splits_tokenizers_and_stats(tiny_prepared):
+    stats = json.loads((tiny_prepared / "stats.json").read_text())
+    assert stats["splits"]["train"]["kept"] == 300
+    assert stats["splits"]["val"]["kept"] == 20 and stats["splits"]["test"]["kept"] == 20
+    assert stats["splits"]["train"]["tokens_en"] > 300
+    src, tgt, _ = load_tokenizers(tiny_prepared)
+    assert src.vocab_size == tgt.vocab_size == 300
+    line = next(read_lines(tiny_prepared / "train.de"))
+    assert src.decode(src.encode([line])) == [line]
+
+
+def test_rerun_gives_identical_outputs(tiny_corpus, tmp_path):
+    first = prepare_corpus(str(tiny_corpus), "de", "en", tmp_path / "a", vocab_size=300)
+    second = prepare_corpus(str(tiny_corpus), "de", "en", tmp_path / "b", vocab_size=300)
+    assert first == second
+    for name in ("train.de", "val.en", "spm.de.model", "spm.en.model", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_joint_tokenizer_and_drop_counts(tmp_path):
+    folder = write_folder(tmp_path / "c", {"train": 200})
+    with (folder / "train.de").open("a") as f:
+        f.write("\n" + "lang " * 120 + "\n")
+    with (folder / "train.en").open("a") as f:
+        f.write("nothing on the other side\nlong\n")
+    stats = prepare_corpus(str(folder), "de", "en", tmp_path / "out", vocab_size=300, joint=True)
+    train = stats["splits"]["train"]
+    assert train == {"read": 202, "kept": 200, "dropped_empty": 1, "dropped_too_long": 1,
+                     **{k: v for k, v in train.items() if k.startswith("tokens")}}
+    assert stats["tokenizer"]["files"] == {"de": "spm.model", "en": "spm.model"}
+
+
+def test_single_file_corpus_holds_out_a_validation_split(tmp_path):
+    table = tmp_path / "phrase-table.gz"
+    lines = [f"wort{i} ||| word{i} ||| 0.5 ||| 0-0 ||| 1 1 1\n" for i in range(400)]
+    table.write_bytes(gzip.compress("".join(lines).encode()))
+    stats = prepare_corpus(str(table), "fr", "en", tmp_path / "out", vocab_size=300,
+                           valid_percent=5)
+    assert stats["format"] == "moses"
+    assert stats["splits"]["train"]["kept"] + stats["splits"]["val"]["kept"] == 400
+    assert 5 <= stats["splits"]["val"]["kept"] <= 40
+
+
+def test_failure_leaves_nothing_half_written(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "train.de").write_text("a\nb\n")
+    (tmp_path / "c" / "train.en").write_bytes(b"a\n\xff\n")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="train.en:2: not valid UTF-8"):
+        prepare_corpus(str(tmp_path / "c"), "de", "en", out, vocab_size=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus, src, tgt", [("multi30k", "de", "en"),
+                                               ("tatoeba-fr-en", "fr", "en")])
+def test_real_corpora_prepare_and_round_trip(shared_data, tmp_path, corpus, src, tgt):
+    out = tmp_path / corpus
+    stats = prepare_corpus(str(shared_data / corpus), src, tgt, out, vocab_size=8000)
+    assert stats["splits"]["train"]["kept"] > 29000 - 10
+    src_tok, tgt_tok, _ = load_tokenizers(out)
+    lengths = {}
+    for lang, tok in ((src, src_tok), (tgt, tgt_tok)):
+        lines = list(read_lines(out / f"train.{lang}"))
+        ids = tok.encode(lines)
+        assert tok.decode(ids) == lines  # exact round trip after cleaning
+        lengths[lang] = [len(x) + 1 for x in ids]
+    if corpus == "multi30k":
+        batches = make_batches(lengths[src], lengths[tgt], 4000, seed=1, epoch=0)
+        assert padding_efficiency(batches, lengths[src], lengths[tgt]) >= 0.9
