@@ -55,6 +55,8 @@ def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; its index is at the end
+        raise CheckpointError(f"{path}: truncated or corrupt model file (not a complete torch file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:

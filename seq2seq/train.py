@@ -202,7 +202,8 @@ class Trainer:
                 if progress.batch_index >= len(batches):
                     progress.epoch += 1
                     progress.batch_index = 0
-            if not progress.done:  # ran out of epochs: validate the final state
+            validated = progress.history and progress.history[-1]["step"] == progress.step
+            if not validated:  # the final state is a candidate for the best model too
                 self.validate()
             progress.done = True
             self.save_checkpoint()

@@ -1,0 +1,84 @@
+import pickle
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_file,
+    model_payload,
+    save_file,
+)
+
+
+def payload():
+    return model_payload({"model": {}}, {"w": torch.ones(2)}, b"src", b"tgt", {"bleu": 1.0})
+
+
+def test_round_trip_and_16_bit(tmp_path):
+    save_file(payload(), tmp_path / "m.pt")
+    loaded = load_file(tmp_path / "m.pt")
+    assert loaded["tokenizers"] == {"src": b"src", "tgt": b"tgt"}
+    assert loaded["format_version"] == FORMAT_VERSION and loaded["metrics"] == {"bleu": 1.0}
+    small = model_payload({}, {"w": torch.ones(2), "i": torch.ones(2, dtype=torch.long)},
+                          b"", b"", {}, dtype=torch.float16)
+    assert small["state_dict"]["w"].dtype == torch.float16
+    assert small["state_dict"]["i"].dtype == torch.long
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"not a model at all"), "truncated or corrupt"),
+        (lambda p: p.write_bytes(_saved_bytes(p)[:300]), "truncated or corrupt"),
+        (lambda p: torch.save({"weights": torch.ones(1)}, p), "not a seq2seq model file"),
+        (lambda p: torch.save([1, 2], p), "not a seq2seq model file"),
+        (lambda p: torch.save({**payload(), "format_version": 99}, p),
+         "model file format 99, this seq2seq reads format 1"),
+        (lambda p: p.write_bytes(pickle.dumps(Evil())), "truncated or corrupt"),
+        (lambda p: torch.save({"kind": "model", "x": Evil()}, p), "refused, the file holds"),
+    ],
+    ids=["garbage", "truncated", "other-dict", "list", "version", "pickle", "code"],
+)
+def test_refused_files_get_one_line(tmp_path, make, message, capsys):
+    path = tmp_path / "m.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as error:
+        load_file(path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert "this ran" not in capsys.readouterr().out
+
+
+def _saved_bytes(path):
+    save_file(payload(), path)
+    return path.read_bytes()
+
+
+def test_missing_and_wrong_kind(tmp_path):
+    with pytest.raises(CheckpointError, match="no such model file"):
+        load_file(tmp_path / "nope.pt")
+    save_file(payload(), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        load_file(tmp_path / "m.pt", kind="checkpoint")
+
+
+def test_crash_during_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    save_file(payload(), path)
+
+    def crash(obj, f):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_file({**payload(), "metrics": {"bleu": 2.0}}, path)
+    monkeypatch.undo()
+    assert load_file(path)["metrics"] == {"bleu": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

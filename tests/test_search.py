@@ -1,0 +1,123 @@
+import math
+
+import pytest
+import torch
+from helpers import tiny_model
+
+from seq2seq.data import collate
+from seq2seq.decoders import DecoderState
+from seq2seq.search import _beam_step, beam_search, greedy_search, length_penalty
+from seq2seq.tokenizer import BOS_ID, EOS_ID
+
+
+class ScriptedModel(torch.nn.Module):
+    """A fake decoder: the next-word distribution depends only on the previous word.
+
+    Vocabulary: 0 pad, 1 unk, 2 bos, 3 eos, 4 "a", 5 "b".
+    After BOS: a 0.6, b 0.4. After a: eos 0.5, a 0.1, b 0.4. After b: eos 0.9, a 0.1.
+    """
+
+    TABLE = {BOS_ID: {4: 0.6, 5: 0.4}, 4: {EOS_ID: 0.5, 4: 0.1, 5: 0.4},
+             5: {EOS_ID: 0.9, 4: 0.1}, EOS_ID: {EOS_ID: 1.0}}
+
+    def encode(self, src_ids, src_lengths):
+        return src_ids
+
+    def init_state(self, encoded):
+        return DecoderState(hidden=torch.zeros(encoded.size(0), 1), context=torch.zeros(
+            encoded.size(0), 1))
+
+    def decode_step(self, prev_ids, state):
+        log_probs = torch.full((len(prev_ids), 6), -1e9)
+        for row, prev in enumerate(prev_ids.tolist()):
+            for word, p in self.TABLE[prev].items():
+                log_probs[row, word] = math.log(p)
+        return log_probs, state
+
+
+def run_beam(beam, nbest, alpha=0.0):
+    src = collate([[4, 4, 4]], [[4]])
+    return beam_search(ScriptedModel(), src.src_ids, src.src_lengths, beam=beam, alpha=alpha,
+                       max_len_a=1.0, max_len_b=2, nbest=nbest)[0]
+
+
+def test_scripted_beams_and_nbest_scores_by_hand():
+    # complete hypotheses: b (0.4*0.9=.36), a (0.6*0.5=.30), a b (0.6*0.4*0.9=.216),
+    # a a (0.6*0.1*0.5=.03), b a (0.4*0.1*0.5=.02)
+    hyps = run_beam(beam=2, nbest=2)
+    assert [h.tokens for h in hyps] == [[5], [4]]
+    assert hyps[0].log_prob == pytest.approx(math.log(0.36), abs=1e-6)
+    assert hyps[1].log_prob == pytest.approx(math.log(0.30), abs=1e-6)
+
+
+def test_greedy_takes_the_locally_best_word():
+    src = collate([[4, 4, 4]], [[4]])
+    hyp = greedy_search(ScriptedModel(), src.src_ids, src.src_lengths, 1.0, 2)[0]
+    assert hyp.tokens == [4] and hyp.log_prob == pytest.approx(math.log(0.3), abs=1e-6)
+
+
+def test_max_length_forces_an_end():
+    src = collate([[4]], [[4]])  # source length 2 with EOS: limit = 1*2 + 0
+    hyps = beam_search(ScriptedModel(), src.src_ids, src.src_lengths, beam=3, alpha=0.0,
+                       max_len_a=0.5, max_len_b=0, nbest=3)[0]
+    assert all(len(h.tokens) <= 0 for h in hyps)
+
+
+def test_length_penalty_prefers_longer_with_larger_alpha():
+    assert length_penalty(4, 0.0) == 1
+    short, long_ = -1.0 / length_penalty(2, 1.0), -1.6 / length_penalty(4, 1.0)
+    assert long_ > short
+
+
+def test_beam_step_is_topk_over_beam_times_vocab():
+    scores = torch.tensor([[[0.0, -1.0, -5.0], [-0.5, -3.0, -0.25]]])
+    top, beams, words = _beam_step(scores, 3)
+    assert top.tolist() == [[0.0, -0.25, -0.5]]
+    assert beams.tolist() == [[0, 1, 1]] and words.tolist() == [[0, 2, 0]]
+
+
+def random_batch(n=5):
+    torch.manual_seed(3)
+    src = [torch.randint(4, 32, (int(torch.randint(2, 9, (1,))),)).tolist() for _ in range(n)]
+    return collate(src, [[4]] * n)
+
+
+@pytest.mark.parametrize("decoder", ["attention", "context"])
+def test_beam_one_equals_greedy(decoder):
+    model = tiny_model(decoder=decoder)
+    batch = random_batch()
+    greedy = greedy_search(model, batch.src_ids, batch.src_lengths, 1.5, 5)
+    beam = beam_search(model, batch.src_ids, batch.src_lengths, beam=1, alpha=0.0,
+                       max_len_a=1.5, max_len_b=5)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
+    for g, b in zip(greedy, beam):
+        assert g.log_prob == pytest.approx(b[0].log_prob, abs=1e-5)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_batched_search_equals_one_sentence_at_a_time(beam):
+    model = tiny_model()
+    batch = random_batch()
+    together = beam_search(model, batch.src_ids, batch.src_lengths, beam=beam, nbest=beam)
+    for row in range(len(together)):
+        length = int(batch.src_lengths[row])
+        alone = beam_search(model, batch.src_ids[row : row + 1, :length],
+                            batch.src_lengths[row : row + 1], beam=beam, nbest=beam)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in together[row]]
+        for a, t in zip(alone, together[row]):
+            assert a.score == pytest.approx(t.score, abs=1e-6)
+    greedy = greedy_search(model, batch.src_ids, batch.src_lengths)
+    for row in range(len(greedy)):
+        length = int(batch.src_lengths[row])
+        alone = greedy_search(model, batch.src_ids[row : row + 1, :length],
+                              batch.src_lengths[row : row + 1])[0]
+        assert alone.tokens == greedy[row].tokens
+
+
+def test_nbest_are_distinct_and_sorted():
+    model = tiny_model()
+    batch = random_batch(2)
+    for hyps in beam_search(model, batch.src_ids, batch.src_lengths, beam=5, nbest=5):
+        assert len(hyps) == 5
+        assert len({tuple(h.tokens) for h in hyps}) == 5
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
