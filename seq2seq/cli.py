@@ -126,6 +126,39 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score_phrases(args: argparse.Namespace) -> int:
+    from seq2seq.phrases import ScoreOptions, score_table, update_moses_ini
+    from seq2seq.translate import Translator
+
+    if args.moses_ini and not args.output:
+        raise ConfigError("--moses-ini needs -o/--output (the path the new moses.ini points to)")
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    reverse = Translator.from_file(args.reverse_model, args.device) if args.reverse_model else None
+    options = ScoreOptions(as_log=args.log, per_token=args.per_token, skip_bad=args.skip_bad)
+    counts = score_table(args.table, args.output, translator, reverse, options)
+    log.info("scored %d lines (%d skipped)", counts["lines"], counts["skipped"])
+    if args.moses_ini:
+        ini_in, ini_out = args.moses_ini
+        text = Path(ini_in).read_text(encoding="utf-8")
+        added = 2 if reverse else 1
+        new = update_moses_ini(text, str(Path(args.output).resolve()), added, args.weight)
+        Path(ini_out).write_text(new, encoding="utf-8")
+    return 0
+
+
+def cmd_phrase_space(args: argparse.Namespace) -> int:
+    from seq2seq.phrases import phrase_space, read_phrases
+    from seq2seq.plots import plot_phrase_space
+    from seq2seq.translate import Translator
+
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    phrases = read_phrases(args.phrases)
+    if len(phrases) < 3:
+        raise DataError(f"{args.phrases}: need at least 3 phrases for a 2-D projection")
+    print(plot_phrase_space(phrases, phrase_space(translator, phrases), args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
     parser = argparse.ArgumentParser(
@@ -183,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score-phrases", help="append model scores to a Moses phrase table",
+                       description="Appends p(target | source) (Cho et al. 2014a) to the scores "
+                       "field of every line; all other bytes are kept.")
+    p.add_argument("table", help="phrase table (plain or gzip), - for stdin")
+    p.add_argument("-m", "--model", help="source->target model file")
+    p.add_argument("-o", "--output", help="output table (.gz to compress; default stdout)")
+    p.add_argument("--log", action="store_true", help="write the natural log, not a probability")
+    p.add_argument("--per-token", action="store_true", help="length-normalised score")
+    p.add_argument("--reverse-model", metavar="M2", help="also append p(source | target)")
+    p.add_argument("--skip-bad", action="store_true", help="drop bad lines instead of stopping")
+    p.add_argument("--moses-ini", nargs=2, metavar=("IN", "OUT"),
+                   help="write a moses.ini using the new table and feature(s)")
+    p.add_argument("--weight", type=float, default=0.2, help="initial weight of new features")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_score_phrases)
+
+    p = sub.add_parser("phrase-space", help="2-D PCA map of phrase representations c")
+    p.add_argument("phrases", help="text file, one source phrase a line")
+    p.add_argument("-m", "--model", help="model file")
+    p.add_argument("-o", "--output", default="phrase-space.png", help="PNG path")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_phrase_space)
 
     p = sub.add_parser("plot", help="draw training curves of a run to a PNG")
     p.add_argument("run_dir")

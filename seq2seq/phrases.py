@@ -1,0 +1,257 @@
+"""Moses phrase tables: stream, score every pair with a model, append the feature.
+
+Cho et al. 2014a scored each phrase pair of a phrase-based SMT system with
+the RNN Encoder-Decoder and added the score as one more feature of the
+log-linear model. `score_table` does that in chunks: a chunk of lines is
+parsed, its unique pairs are scored in length-sorted batches, and the lines
+are written back in order with only the new score(s) added to the third
+field. Memory does not grow with the size of the table.
+
+Line format: `src ||| tgt ||| scores ||| alignment ||| counts [||| ...]`;
+older tables have fewer fields, and everything after the scores is copied
+through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from seq2seq.data import DataError, collate, open_text
+from seq2seq.translate import Translator
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = " ||| "
+FLOOR = 1e-30  # Moses takes the log of phrase-table scores: never write 0
+CHUNK_LINES = 20_000
+BATCH_TOKENS = 12_000  # source + target tokens per scoring batch
+
+
+class BadLine(ValueError):
+    """A phrase-table line that cannot be scored."""
+
+
+def parse_line(line: str) -> list[str]:
+    """Fields of a phrase-table line (without its line ending); split/join is lossless.
+
+    Raises:
+        BadLine: fewer than three fields or an empty phrase.
+    """
+    fields = line.split(SEPARATOR)
+    if len(fields) < 3:
+        raise BadLine("fewer than 3 ' ||| ' fields")
+    if not fields[0].strip() or not fields[1].strip():
+        raise BadLine("empty phrase")
+    return fields
+
+
+def format_line(fields: list[str], new_scores: list[str]) -> str:
+    """The line with `new_scores` appended to the scores field, all else as it was."""
+    scores = fields[2]
+    joiner = "" if not scores or scores.endswith(" ") else " "
+    return SEPARATOR.join([*fields[:2], scores + joiner + " ".join(new_scores), *fields[3:]])
+
+
+def format_score(log_prob: float, length: int, as_log: bool, per_token: bool) -> str:
+    """One feature value: a probability (floored above 0) or its natural log."""
+    value = log_prob / length if per_token else log_prob
+    if as_log:
+        return f"{max(value, math.log(FLOOR)):.6g}"
+    return f"{max(math.exp(value), FLOOR):.6g}"
+
+
+@dataclass
+class ScoreOptions:
+    """How `score_table` turns log-probs into features, and what it does with bad lines."""
+
+    as_log: bool = False
+    per_token: bool = False
+    skip_bad: bool = False
+    chunk_lines: int = CHUNK_LINES
+    batch_tokens: int = BATCH_TOKENS
+
+
+def open_table(path: str | Path) -> IO[bytes]:
+    """A phrase table as bytes: a file or `-` (stdin), gzip detected from the bytes."""
+    if str(path) != "-":
+        return open_text(path)
+    stream = sys.stdin.buffer
+    if stream.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream)
+    return stream
+
+
+@torch.inference_mode()
+def score_pairs(
+    translator: Translator, src: list[str], tgt: list[str], batch_tokens: int = BATCH_TOKENS
+) -> tuple[list[float], list[int]]:
+    """log p(tgt | src) for each pair, and the scored length (target tokens + EOS).
+
+    Pairs are sorted by length and batched by tokens; order is restored.
+    """
+    src_ids = translator.src.encode(src)
+    tgt_ids = translator.tgt.encode(tgt)
+    order = sorted(range(len(src)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
+    log_probs, lengths = [0.0] * len(src), [len(t) + 1 for t in tgt_ids]
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * (
+            len(src_ids[order[end]]) + len(tgt_ids[order[end]]) + 2
+        ) <= batch_tokens:
+            end += 1
+        group = order[start:end]
+        batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
+        batch = batch.to(translator.device)
+        total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+        for i, value in zip(group, total.tolist()):
+            log_probs[i] = value
+        start = end
+    return log_probs, lengths
+
+
+def score_table(
+    table: str | Path,
+    output: str | Path | None,
+    translator: Translator,
+    reverse: Translator | None = None,
+    options: ScoreOptions | None = None,
+) -> dict[str, int]:
+    """Append p(tgt|src) (and p(src|tgt) with `reverse`) to every line of a table.
+
+    Output goes to a temporary file renamed at the end (gzip if the name ends
+    in .gz), or to stdout when `output` is None.
+
+    Returns:
+        {"lines": written lines, "skipped": bad lines dropped}.
+    """
+    options = options or ScoreOptions()
+    counts = {"lines": 0, "skipped": 0}
+    final = Path(output) if output else None
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}") if final else None
+    try:
+        with contextlib.ExitStack() as stack:
+            sink = _open_output(tmp, final.name.endswith(".gz"), stack) if tmp else sys.stdout.buffer
+            source = stack.enter_context(open_table(table))
+            for chunk in _chunks(source, table, options, counts):
+                for line in _score_chunk(chunk, translator, reverse, options):
+                    sink.write(line)
+                counts["lines"] += len(chunk)
+            sink.flush()
+        if tmp:
+            os.replace(tmp, final)
+    finally:
+        if tmp:
+            tmp.unlink(missing_ok=True)
+    if counts["skipped"]:
+        log.warning("skipped %d bad lines", counts["skipped"])
+    return counts
+
+
+def _open_output(path: Path, compress: bool, stack: contextlib.ExitStack) -> IO[bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = stack.enter_context(path.open("wb"))
+    if compress:  # no name or time in the header: same input, same bytes
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=""))
+    return raw
+
+
+def _chunks(
+    source: IO[bytes], name: str | Path, options: ScoreOptions, counts: dict[str, int]
+) -> Iterator[list[tuple[list[str], str]]]:
+    """Lists of (fields, line ending), `chunk_lines` at a time; bad lines raise or skip."""
+    chunk = []
+    for number, raw in enumerate(source, 1):
+        body = raw.rstrip(b"\r\n")
+        ending = raw[len(body) :].decode("ascii")
+        try:
+            fields = parse_line(body.decode("utf-8"))
+        except (UnicodeDecodeError, BadLine) as error:
+            reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
+            if not options.skip_bad:
+                raise DataError(f"{name}:{number}: {reason} (use --skip-bad to drop such lines)"
+                                ) from None
+            counts["skipped"] += 1
+            continue
+        chunk.append((fields, ending))
+        if len(chunk) == options.chunk_lines:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _score_chunk(
+    chunk: list[tuple[list[str], str]],
+    translator: Translator,
+    reverse: Translator | None,
+    options: ScoreOptions,
+) -> Iterator[bytes]:
+    """Score the chunk's unique pairs once each, then yield its lines in order."""
+    pairs = list(dict.fromkeys((f[0].strip(), f[1].strip()) for f, _ in chunk))
+    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+    features = [[] for _ in pairs]
+    models = [(translator, src, tgt)] + ([(reverse, tgt, src)] if reverse else [])
+    for model, given, predicted in models:
+        log_probs, lengths = score_pairs(model, given, predicted, options.batch_tokens)
+        for row, (value, length) in enumerate(zip(log_probs, lengths)):
+            features[row].append(format_score(value, length, options.as_log, options.per_token))
+    by_pair = dict(zip(pairs, features))
+    for fields, ending in chunk:
+        new = by_pair[(fields[0].strip(), fields[1].strip())]
+        yield (format_line(fields, new) + ending).encode("utf-8")
+
+
+def update_moses_ini(text: str, table_path: str, added: int, weight: float = 0.2) -> str:
+    """A moses.ini whose phrase table has `added` more features, a new path and weights.
+
+    Raises:
+        DataError: no PhraseDictionary feature line in the file.
+    """
+    lines, name, found = text.splitlines(keepends=True), None, False
+    for index, line in enumerate(lines):
+        if line.startswith("PhraseDictionary") and not found:
+            found = True
+            name = re.search(r"\bname=(\S+)", line)
+            name = name.group(1) if name else None
+            count = re.search(r"\bnum-features=(\d+)", line)
+            line = re.sub(r"\bnum-features=\d+",
+                          f"num-features={int(count.group(1)) + added}", line) if count else line
+            line = re.sub(r"\bpath=\S+", f"path={table_path}", line)
+            lines[index] = line
+        elif found and name and line.startswith(f"{name}="):
+            body = line.rstrip("\r\n")
+            lines[index] = body + f" {weight:g}" * added + line[len(body) :]
+    if not found:
+        raise DataError("moses.ini: no PhraseDictionary feature line")
+    return "".join(lines)
+
+
+@torch.inference_mode()
+def phrase_space(translator: Translator, phrases: list[str]) -> torch.Tensor:
+    """The encoder summaries c of `phrases`, projected to 2-D by PCA: [N, 2]."""
+    ids = translator.encode_sources(phrases)
+    batch = collate(ids, [[0]] * len(ids)).to(translator.device)
+    summary = translator.model.encode(batch.src_ids, batch.src_lengths).summary.float().cpu()
+    centred = summary - summary.mean(dim=0)
+    _, _, components = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T
+
+
+def read_phrases(path: str | Path) -> list[str]:
+    """Non-empty lines of a text file."""
+    with io.TextIOWrapper(open_text(path), encoding="utf-8", errors="replace") as f:
+        return [line.strip() for line in f if line.strip()]

@@ -1,0 +1,91 @@
+"""Pictures: training curves, attention weights, the phrase space (needs matplotlib).
+
+matplotlib is the optional `plot` extra; without it these functions raise a
+`ConfigError` that says how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from seq2seq.config import ConfigError
+from seq2seq.translate import Translator
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no screen
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install 'seq2seq[plot]'") from None
+    return plt
+
+
+def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Training loss, dev loss and dev BLEU against steps, from `log.jsonl`."""
+    run_dir = Path(run_dir)
+    log_path = run_dir / "log.jsonl"
+    if not log_path.is_file():
+        raise ConfigError(f"{run_dir}: no log.jsonl (not a training run folder)")
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    train = [r for r in records if r["type"] == "train"]
+    valid = [r for r in records if r["type"] == "valid" and "loss" in r]
+    plt = _pyplot()
+    fig, (loss_ax, bleu_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    loss_ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="dev")
+    loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
+    loss_ax.legend()
+    bleu_ax.plot([r["step"] for r in valid], [r["bleu"] for r in valid], "o-", color="C2")
+    bleu_ax.set(xlabel="step", ylabel="BLEU", title="dev BLEU (greedy)")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    output = Path(output or run_dir / "curves.png")
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def plot_attention(translator: Translator, text: str, output: str | Path) -> Path:
+    """Draw the source x target attention weights of a greedy translation."""
+    if translator.config.model.decoder != "attention":
+        raise ConfigError(
+            f"the model has a {translator.config.model.decoder} decoder: no attention to draw"
+        )
+    result = translator.translate([text], beam=1, keep_attention=True)[0]
+    src_ids = translator.encode_sources([text])[0]
+    tgt_ids = translator.tgt.encode([result.texts[0]])[0]
+    weights = result.attention.float().numpy()  # [T, S]
+    if translator.config.model.encoder == "grconv":
+        weights = weights[:, : len(src_ids) + 1]  # the leaves only
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * weights.shape[1], 1 + 0.4 * weights.shape[0]))
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1)
+    ax.set_xticks(range(weights.shape[1]), translator.src.pieces(src_ids) + ["</s>"],
+                  rotation=90)
+    ax.set_yticks(range(weights.shape[0]), (translator.tgt.pieces(tgt_ids) + ["</s>"])
+                  [: weights.shape[0]])
+    ax.set(xlabel="source", ylabel="translation")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return Path(output)
+
+
+def plot_phrase_space(labels: list[str], points: torch.Tensor, output: str | Path) -> Path:
+    """Scatter 2-D points with their phrase labels (Cho et al. 2014a, Fig. 4)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 8))
+    ax.scatter(points[:, 0], points[:, 1], s=8)
+    for label, (x, y) in zip(labels, points.tolist()):
+        ax.annotate(label, (x, y), fontsize=8)
+    ax.set(title="phrase representations c (first two principal components)")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return Path(output)
