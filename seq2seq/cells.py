@@ -211,9 +211,7 @@ class RecurrentLayer(nn.Module):
         for index, directions in enumerate(self.cells):
             if index > 0:
                 x = self.dropout(x)
-            results = [
-                run_cell(cell, x, mask, reverse=d == 1) for d, cell in enumerate(directions)
-            ]
+            results = [run_cell(cell, x, mask, reverse=d == 1) for d, cell in enumerate(directions)]
             x = torch.cat([out for out, _ in results], dim=-1)
         return x, torch.stack([final for _, final in results])
 

@@ -56,13 +56,17 @@ def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; its index is at the end
-        raise CheckpointError(f"{path}: truncated or corrupt model file (not a complete torch file)")
+        raise CheckpointError(
+            f"{path}: truncated or corrupt model file (not a complete torch file)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "Weights only load failed" in first:
-            raise CheckpointError(f"{path}: refused, the file holds objects that could run code") from None
+            raise CheckpointError(
+                f"{path}: refused, the file holds objects that could run code"
+            ) from None
         raise CheckpointError(f"{path}: truncated or corrupt model file ({first[:120]})") from None
     if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
         raise CheckpointError(f"{path}: not a seq2seq model file")

@@ -7,6 +7,7 @@ input, bad config, bad model file) print one line and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -26,10 +27,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from seq2seq.prepare import prepare_corpus
 
     stats = prepare_corpus(
-        args.corpus, args.src, args.tgt, args.out, vocab_size=args.vocab_size,
-        joint=args.joint, model_type=args.model_type,
-        character_coverage=args.character_coverage, max_words=args.max_words,
-        max_ratio=args.max_ratio, valid_percent=args.valid_percent, fmt=args.format,
+        args.corpus,
+        args.src,
+        args.tgt,
+        args.out,
+        vocab_size=args.vocab_size,
+        joint=args.joint,
+        model_type=args.model_type,
+        character_coverage=args.character_coverage,
+        max_words=args.max_words,
+        max_ratio=args.max_ratio,
+        valid_percent=args.valid_percent,
+        fmt=args.format,
     )
     print(json.dumps(stats["splits"], indent=2))
     return 0
@@ -50,11 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_lines(args: argparse.Namespace):
+def _input_lines(args: argparse.Namespace, stack: contextlib.ExitStack):
     if args.text:
         return iter(args.text)
-    stream = open(args.input, "rb") if args.input else sys.stdin.buffer
-    return _decode_lines(stream, args.input or "stdin")
+    if not args.input:
+        return _decode_lines(sys.stdin.buffer, "stdin")
+    return _decode_lines(stack.enter_context(Path(args.input).open("rb")), args.input)
 
 
 def _decode_lines(stream, name: str):
@@ -80,10 +90,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
         plot_attention(translator, " ".join(args.text), args.plot_attention)
         return 0
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    results = translator.translate_stream(_input_lines(args), args.beam, args.nbest,
-                                          args.batch_tokens)
-    with tqdm(unit=" lines", disable=not args.output) as bar:
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.output:
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        results = translator.translate_stream(
+            _input_lines(args, stack), args.beam, args.nbest, args.batch_tokens
+        )
+        bar = stack.enter_context(tqdm(unit=" lines", disable=not args.output))
         for index, result in enumerate(results):
             if args.nbest > 1:
                 for text, score in zip(result.texts, result.scores):
@@ -91,8 +105,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
             else:
                 out.write(result.texts[0] + "\n")
             bar.update(1)
-    if args.output:
-        out.close()
     return 0
 
 
@@ -168,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="clean a corpus and train SentencePiece")
-    p.add_argument("corpus", help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
-                   "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en)")
+    p.add_argument(
+        "corpus",
+        help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
+        "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en)",
+    )
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
     p.add_argument("--out", required=True, help="output folder, e.g. data/multi30k-de-en")
@@ -178,19 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
     p.add_argument("--character-coverage", type=float, default=1.0)
     p.add_argument("--max-words", type=int, default=100, help="drop longer pairs")
-    p.add_argument("--max-ratio", type=float, default=9.0, help="drop pairs with a "
-                   "larger word-count ratio")
-    p.add_argument("--valid-percent", type=float, default=1.0,
-                   help="held-out share of a single-file corpus (TSV, Moses)")
-    p.add_argument("--format", choices=("folder", "tsv", "moses", "hub"),
-                   help="corpus format (guessed by default)")
+    p.add_argument(
+        "--max-ratio", type=float, default=9.0, help="drop pairs with a larger word-count ratio"
+    )
+    p.add_argument(
+        "--valid-percent",
+        type=float,
+        default=1.0,
+        help="held-out share of a single-file corpus (TSV, Moses)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("folder", "tsv", "moses", "hub"),
+        help="corpus format (guessed by default)",
+    )
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a model from a config",
-                       description=f"Presets: {', '.join(preset_names())}")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config",
+        description=f"Presets: {', '.join(preset_names())}",
+    )
     p.add_argument("config", nargs="?", default="", help="YAML file or preset name")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     p.add_argument("--run-dir", help="output folder (default runs/CONFIG_NAME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.set_defaults(func=cmd_train)
@@ -217,9 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("score-phrases", help="append model scores to a Moses phrase table",
-                       description="Appends p(target | source) (Cho et al. 2014a) to the scores "
-                       "field of every line; all other bytes are kept.")
+    p = sub.add_parser(
+        "score-phrases",
+        help="append model scores to a Moses phrase table",
+        description="Appends p(target | source) (Cho et al. 2014a) to the scores "
+        "field of every line; all other bytes are kept.",
+    )
     p.add_argument("table", help="phrase table (plain or gzip), - for stdin")
     p.add_argument("-m", "--model", help="source->target model file")
     p.add_argument("-o", "--output", help="output table (.gz to compress; default stdout)")
@@ -227,8 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-token", action="store_true", help="length-normalised score")
     p.add_argument("--reverse-model", metavar="M2", help="also append p(source | target)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad lines instead of stopping")
-    p.add_argument("--moses-ini", nargs=2, metavar=("IN", "OUT"),
-                   help="write a moses.ini using the new table and feature(s)")
+    p.add_argument(
+        "--moses-ini",
+        nargs=2,
+        metavar=("IN", "OUT"),
+        help="write a moses.ini using the new table and feature(s)",
+    )
     p.add_argument("--weight", type=float, default=0.2, help="initial weight of new features")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_score_phrases)

@@ -147,9 +147,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     sections = {}
     for section, values in raw.items():
         if section not in _SECTION_TYPES:
-            raise ConfigError(
-                f"unknown section {section!r}; allowed: {', '.join(_SECTION_TYPES)}"
-            )
+            raise ConfigError(f"unknown section {section!r}; allowed: {', '.join(_SECTION_TYPES)}")
         cls = _SECTION_TYPES[section]
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = values or {}
@@ -157,9 +155,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             raise ConfigError(f"{section}: expected a mapping of keys")
         for key in values:
             if key not in known:
-                raise ConfigError(
-                    f"unknown key {section}.{key}; allowed: {', '.join(known)}"
-                )
+                raise ConfigError(f"unknown key {section}.{key}; allowed: {', '.join(known)}")
         sections[section] = cls(
             **{k: _check_value(section, known[k], v) for k, v in values.items()}
         )
@@ -219,6 +215,4 @@ def resolve_preset(path: str | Path) -> Path:
     preset = Path(__file__).parent / "configs" / f"{path}.yaml"
     if preset.is_file():
         return preset
-    raise ConfigError(
-        f"{path}: no such file or preset; presets: {', '.join(preset_names())}"
-    )
+    raise ConfigError(f"{path}: no such file or preset; presets: {', '.join(preset_names())}")

@@ -205,8 +205,9 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device`."""
-        return Batch(*(t.to(device) for t in (self.src_ids, self.src_lengths,
-                                              self.tgt_in, self.tgt_out)))
+        return Batch(
+            *(t.to(device) for t in (self.src_ids, self.src_lengths, self.tgt_in, self.tgt_out))
+        )
 
     @property
     def num_tokens(self) -> int:

@@ -106,15 +106,11 @@ class ContextDecoder(nn.Module):
         input_gates = self.input(embedded)  # [B, T, 3H]
         hidden, states = state.hidden, []
         for t in range(embedded.size(1)):
-            hidden = gru_step(
-                input_gates[:, t], self.recurrent(hidden) + state.context, hidden
-            )
+            hidden = gru_step(input_gates[:, t], self.recurrent(hidden) + state.context, hidden)
             states.append(hidden)
         hiddens = torch.stack(states, dim=1)  # [B, T, H]
         features = (
-            self.out_hidden(hiddens)
-            + self.out_embedded(embedded)
-            + state.context_out[:, None]
+            self.out_hidden(hiddens) + self.out_embedded(embedded) + state.context_out[:, None]
         )
         return self.dropout(maxout(features))
 

@@ -16,9 +16,7 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict[str, floa
         {"bleu", "bleu_signature", "chrf", "chrf_signature"}.
     """
     if len(hypotheses) != len(references):
-        raise ValueError(
-            f"{len(hypotheses)} hypotheses but {len(references)} references"
-        )
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(hypotheses, [references])
     chrf_score = chrf.corpus_score(hypotheses, [references])

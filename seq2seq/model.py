@@ -63,9 +63,7 @@ class Seq2Seq(nn.Module):
         features = self.decoder(embedded, self.init_state(encoded))  # [B, T, L]
         return self.output(features)
 
-    def score(
-        self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def score(self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
         """Forced decoding: log p(tgt | src).
 
         Args:

@@ -40,7 +40,7 @@ CHUNK_LINES = 20_000
 BATCH_TOKENS = 12_000  # source + target tokens per scoring batch
 
 
-class BadLine(ValueError):
+class PhraseLineError(ValueError):
     """A phrase-table line that cannot be scored."""
 
 
@@ -48,13 +48,13 @@ def parse_line(line: str) -> list[str]:
     """Fields of a phrase-table line (without its line ending); split/join is lossless.
 
     Raises:
-        BadLine: fewer than three fields or an empty phrase.
+        PhraseLineError: fewer than three fields or an empty phrase.
     """
     fields = line.split(SEPARATOR)
     if len(fields) < 3:
-        raise BadLine("fewer than 3 ' ||| ' fields")
+        raise PhraseLineError("fewer than 3 ' ||| ' fields")
     if not fields[0].strip() or not fields[1].strip():
-        raise BadLine("empty phrase")
+        raise PhraseLineError("empty phrase")
     return fields
 
 
@@ -109,9 +109,11 @@ def score_pairs(
     start = 0
     while start < len(order):
         end = start + 1
-        while end < len(order) and (end - start + 1) * (
-            len(src_ids[order[end]]) + len(tgt_ids[order[end]]) + 2
-        ) <= batch_tokens:
+        while (
+            end < len(order)
+            and (end - start + 1) * (len(src_ids[order[end]]) + len(tgt_ids[order[end]]) + 2)
+            <= batch_tokens
+        ):
             end += 1
         group = order[start:end]
         batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
@@ -144,7 +146,9 @@ def score_table(
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}") if final else None
     try:
         with contextlib.ExitStack() as stack:
-            sink = _open_output(tmp, final.name.endswith(".gz"), stack) if tmp else sys.stdout.buffer
+            sink = sys.stdout.buffer
+            if tmp:
+                sink = _open_output(tmp, final.name.endswith(".gz"), stack)
             source = stack.enter_context(open_table(table))
             for chunk in _chunks(source, table, options, counts):
                 for line in _score_chunk(chunk, translator, reverse, options):
@@ -179,11 +183,12 @@ def _chunks(
         ending = raw[len(body) :].decode("ascii")
         try:
             fields = parse_line(body.decode("utf-8"))
-        except (UnicodeDecodeError, BadLine) as error:
+        except (UnicodeDecodeError, PhraseLineError) as error:
             reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
             if not options.skip_bad:
-                raise DataError(f"{name}:{number}: {reason} (use --skip-bad to drop such lines)"
-                                ) from None
+                raise DataError(
+                    f"{name}:{number}: {reason} (use --skip-bad to drop such lines)"
+                ) from None
             counts["skipped"] += 1
             continue
         chunk.append((fields, ending))
@@ -228,8 +233,11 @@ def update_moses_ini(text: str, table_path: str, added: int, weight: float = 0.2
             name = re.search(r"\bname=(\S+)", line)
             name = name.group(1) if name else None
             count = re.search(r"\bnum-features=(\d+)", line)
-            line = re.sub(r"\bnum-features=\d+",
-                          f"num-features={int(count.group(1)) + added}", line) if count else line
+            line = (
+                re.sub(r"\bnum-features=\d+", f"num-features={int(count.group(1)) + added}", line)
+                if count
+                else line
+            )
             line = re.sub(r"\bpath=\S+", f"path={table_path}", line)
             lines[index] = line
         elif found and name and line.startswith(f"{name}="):

@@ -66,10 +66,10 @@ def plot_attention(translator: Translator, text: str, output: str | Path) -> Pat
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1 + 0.5 * weights.shape[1], 1 + 0.4 * weights.shape[0]))
     ax.imshow(weights, cmap="Greys", vmin=0, vmax=1)
-    ax.set_xticks(range(weights.shape[1]), translator.src.pieces(src_ids) + ["</s>"],
-                  rotation=90)
-    ax.set_yticks(range(weights.shape[0]), (translator.tgt.pieces(tgt_ids) + ["</s>"])
-                  [: weights.shape[0]])
+    ax.set_xticks(range(weights.shape[1]), translator.src.pieces(src_ids) + ["</s>"], rotation=90)
+    ax.set_yticks(
+        range(weights.shape[0]), (translator.tgt.pieces(tgt_ids) + ["</s>"])[: weights.shape[0]]
+    )
     ax.set(xlabel="source", ylabel="translation")
     fig.tight_layout()
     fig.savefig(output, dpi=100)

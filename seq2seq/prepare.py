@@ -139,8 +139,9 @@ def _write_splits(
 
     def write(role: str, src_text: str, tgt_text: str) -> None:
         if role not in files:
-            files[role] = [(folder / f"{role}.{lang}").open("w", encoding="utf-8")
-                           for lang in (src, tgt)]
+            files[role] = [
+                (folder / f"{role}.{lang}").open("w", encoding="utf-8") for lang in (src, tgt)
+            ]
             counts[role] = Counter()
         counts[role]["read"] += 1
         reason = drop_reason(src_text, tgt_text, max_words, max_ratio)
@@ -153,8 +154,9 @@ def _write_splits(
 
     try:
         for role, pairs in _split_streams(corpus, fmt, src, tgt, valid_percent):
-            for src_text, tgt_text in tqdm(pairs, desc=f"prepare {role}", unit=" pairs",
-                                           mininterval=1, disable=None):
+            for src_text, tgt_text in tqdm(
+                pairs, desc=f"prepare {role}", unit=" pairs", mininterval=1, disable=None
+            ):
                 src_text, tgt_text = clean(src_text), clean(tgt_text)
                 if role == "all":  # single-file corpus: hold out a stable hash split
                     held = is_held_out(src_text, tgt_text, valid_percent)
@@ -167,8 +169,13 @@ def _write_splits(
                 handle.close()
     for role, count in counts.items():
         dropped = {k: v for k, v in count.items() if k.startswith("dropped_")}
-        log.info("%s: kept %d of %d pairs, dropped %s", role, count["kept"], count["read"],
-                 dropped or "none")
+        log.info(
+            "%s: kept %d of %d pairs, dropped %s",
+            role,
+            count["kept"],
+            count["read"],
+            dropped or "none",
+        )
     return {role: dict(count) for role, count in counts.items()}
 
 
@@ -186,13 +193,19 @@ def _train_tokenizers(
     if joint:
         path = train_tokenizer(
             [folder / f"train.{src}", folder / f"train.{tgt}"],
-            folder / "spm.model", vocab_size, model_type, character_coverage,
+            folder / "spm.model",
+            vocab_size,
+            model_type,
+            character_coverage,
         )
         return {src: path, tgt: path}
     return {
         lang: train_tokenizer(
-            [folder / f"train.{lang}"], folder / f"spm.{lang}.model", vocab_size,
-            model_type, character_coverage,
+            [folder / f"train.{lang}"],
+            folder / f"spm.{lang}.model",
+            vocab_size,
+            model_type,
+            character_coverage,
         )
         for lang in (src, tgt)
     }

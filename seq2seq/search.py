@@ -155,8 +155,9 @@ def beam_search(
         # continue with the best `beam` candidates that did not end
         keep = torch.argsort((top_word == EOS_ID).int(), dim=1, stable=True)[:, :beam]
         scores = top_scores.gather(1, keep)
-        rows = (torch.arange(len(active), device=device)[:, None] * beam
-                + top_beam.gather(1, keep)).flatten()
+        rows = (
+            torch.arange(len(active), device=device)[:, None] * beam + top_beam.gather(1, keep)
+        ).flatten()
         prev = top_word.gather(1, keep).flatten()
         history = torch.cat([history[rows], prev[:, None]], dim=1)
         state = state.select(rows)

@@ -73,8 +73,11 @@ def load_corpus(config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Corpu
             raise DataError(f"{path}: missing; run seq2seq prepare first")
     src = src_tok.encode(list(read_lines(paths[data.src])))
     tgt = tgt_tok.encode(list(read_lines(paths[data.tgt])))
-    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= data.max_len
-            and 0 < len(tgt[i]) <= data.max_len]
+    keep = [
+        i
+        for i in range(len(src))
+        if 0 < len(src[i]) <= data.max_len and 0 < len(tgt[i]) <= data.max_len
+    ]
     if len(keep) < len(src):
         log.info("skipped %d pairs longer than %d tokens", len(src) - len(keep), data.max_len)
     dev_src, dev_ref = [], []
@@ -164,20 +167,31 @@ class Trainer:
     def run(self) -> Path:
         """Train until a limit, early stopping or a signal; returns model.pt."""
         cfg, progress = self.train_cfg, self.progress
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old_handlers = {
+            s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         src_lengths = [len(s) + 1 for s in self.corpus.src]
         tgt_lengths = [len(t) + 1 for t in self.corpus.tgt]
         last_save = time.monotonic()
-        bar = tqdm(total=cfg.max_steps or None, initial=progress.step, unit=" steps",
-                   disable=None if self.rank == 0 else True, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps or None,
+            initial=progress.step,
+            unit=" steps",
+            disable=None if self.rank == 0 else True,
+            dynamic_ncols=True,
+        )
         try:
             while not progress.done and progress.epoch < cfg.max_epochs:
-                batches = make_batches(src_lengths, tgt_lengths, cfg.batch_tokens,
-                                       cfg.seed, progress.epoch)
+                batches = make_batches(
+                    src_lengths, tgt_lengths, cfg.batch_tokens, cfg.seed, progress.epoch
+                )
                 if progress.batch_index == 0 and self.rank == 0:
-                    log.info("epoch %d: %d batches, %.1f%% real tokens", progress.epoch + 1,
-                             len(batches), 100 * padding_efficiency(batches, src_lengths,
-                                                                   tgt_lengths))
+                    log.info(
+                        "epoch %d: %d batches, %.1f%% real tokens",
+                        progress.epoch + 1,
+                        len(batches),
+                        100 * padding_efficiency(batches, src_lengths, tgt_lengths),
+                    )
                 per_step = cfg.accumulate * self.world
                 while progress.batch_index < len(batches) and not progress.done:
                     group = batches[progress.batch_index : progress.batch_index + per_step]
@@ -188,13 +202,19 @@ class Trainer:
                     progress.batch_index += per_step
                     progress.step += 1
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self._lr():.2e}",
-                                    tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}",
+                        lr=f"{self._lr():.2e}",
+                        tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
+                        refresh=False,
+                    )
                     self._after_step(loss)
                     minutes = (time.monotonic() - last_save) / 60
-                    if (progress.step % cfg.checkpoint_every == 0
-                            or minutes >= cfg.checkpoint_minutes or self.stop_signal):
+                    if (
+                        progress.step % cfg.checkpoint_every == 0
+                        or minutes >= cfg.checkpoint_minutes
+                        or self.stop_signal
+                    ):
                         self.save_checkpoint()
                         last_save = time.monotonic()
                     if self.stop_signal:
@@ -208,8 +228,9 @@ class Trainer:
             progress.done = True
             self.save_checkpoint()
         except KeyboardInterrupt:
-            log.warning("stopped by signal at step %d; resume with --resume %s",
-                        progress.step, self.run_dir)
+            log.warning(
+                "stopped by signal at step %d; resume with --resume %s", progress.step, self.run_dir
+            )
         finally:
             bar.close()
             for sig, handler in old_handlers.items():
@@ -224,8 +245,9 @@ class Trainer:
         mine = group[self.rank :: self.world]
         loss_sum = 0.0
         for index, indices in enumerate(mine):
-            batch = collate([corpus.src[i] for i in indices],
-                            [corpus.tgt[i] for i in indices]).to(self.device)
+            batch = collate([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices]).to(
+                self.device
+            )
             sync = index == len(mine) - 1 or self.world == 1
             context = contextlib.nullcontext() if sync else self.net.no_sync()
             with context, autocast(self.train_cfg, self.device):
@@ -245,9 +267,16 @@ class Trainer:
     def _after_step(self, loss: float) -> None:
         cfg, progress = self.train_cfg, self.progress
         if progress.step % REPORT_EVERY == 0:
-            self._log({"type": "train", "step": progress.step, "epoch": progress.epoch,
-                       "loss": round(loss, 4), "lr": self._lr(),
-                       "tokens_per_s": round(progress.target_tokens / progress.train_seconds)})
+            self._log(
+                {
+                    "type": "train",
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    "loss": round(loss, 4),
+                    "lr": self._lr(),
+                    "tokens_per_s": round(progress.target_tokens / progress.train_seconds),
+                }
+            )
         if progress.step % cfg.valid_every == 0:
             self.validate()
         if cfg.max_steps and progress.step >= cfg.max_steps:
@@ -272,9 +301,15 @@ class Trainer:
                 save_file(self.model_file(), self.run_dir / "model.pt")
             else:
                 progress.bad_validations += 1
-            log.info("step %d: dev loss %.3f ppl %.2f BLEU %.2f (best %.2f at %d)",
-                     progress.step, record["loss"], record["ppl"], record["bleu"],
-                     progress.best_bleu, progress.best_step)
+            log.info(
+                "step %d: dev loss %.3f ppl %.2f BLEU %.2f (best %.2f at %d)",
+                progress.step,
+                record["loss"],
+                record["ppl"],
+                record["bleu"],
+                progress.best_bleu,
+                progress.best_step,
+            )
         elif self.rank == 0:  # no dev split: the latest model is the model
             save_file(self.model_file(), self.run_dir / "model.pt")
         if self.world > 1:  # every rank takes the same decisions
@@ -295,8 +330,9 @@ class Trainer:
     @torch.no_grad()
     def _dev_metrics(self) -> dict:
         self.model.eval()
-        translator = Translator(self.model, self.src_tok, self.tgt_tok, self.config,
-                                str(self.device))
+        translator = Translator(
+            self.model, self.src_tok, self.tgt_tok, self.config, str(self.device)
+        )
         src_ids = translator.encode_sources(self.corpus.dev_src)
         tgt_ids = self.tgt_tok.encode(self.corpus.dev_ref)
         loss_sum, tokens = 0.0, 0
@@ -310,8 +346,12 @@ class Trainer:
         hypotheses = [t.texts[0] for t in translator.translate(self.corpus.dev_src, beam=1)]
         bleu = score_corpus(hypotheses, self.corpus.dev_ref)
         self.model.train()
-        return {"loss": round(loss_sum / tokens, 4), "ppl": round(math.exp(loss_sum / tokens), 2),
-                "bleu": bleu["bleu"], "chrf": bleu["chrf"]}
+        return {
+            "loss": round(loss_sum / tokens, 4),
+            "ppl": round(math.exp(loss_sum / tokens), 2),
+            "bleu": bleu["bleu"],
+            "chrf": bleu["chrf"],
+        }
 
     # ------------------------------------------------------------ files
 
@@ -326,17 +366,26 @@ class Trainer:
             "data": self.config.data.dir,
             "data_stats": self.stats,
         }
-        return model_payload(config_to_dict(self.config), self.model.state_dict(),
-                             self.src_tok.model_bytes, self.tgt_tok.model_bytes, metrics)
+        return model_payload(
+            config_to_dict(self.config),
+            self.model.state_dict(),
+            self.src_tok.model_bytes,
+            self.tgt_tok.model_bytes,
+            metrics,
+        )
 
     def save_checkpoint(self) -> None:
         """Model file plus optimiser, schedule, RNG and data position; keep the last K."""
         if self.rank != 0:
             return
         payload = self.model_file()
-        payload.update(kind="checkpoint", optimizer=self.optimizer.state_dict(),
-                       scheduler=self.scheduler.state_dict(), rng=rng_state(),
-                       progress=asdict(self.progress))
+        payload.update(
+            kind="checkpoint",
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng_state(),
+            progress=asdict(self.progress),
+        )
         folder = self.run_dir / "checkpoints"
         save_file(payload, folder / f"step{self.progress.step:08d}.pt")
         for old in sorted(folder.glob("step*.pt"))[: -self.train_cfg.keep_checkpoints]:

@@ -53,8 +53,9 @@ class Translator:
         src = Tokenizer(payload["tokenizers"]["src"])
         tgt = Tokenizer(payload["tokenizers"]["tgt"])
         model = build_model(config.model, src.vocab_size, tgt.vocab_size)
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in payload["state_dict"].items()}
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+        }
         model.load_state_dict(state)
         return cls(model, src, tgt, config, device)
 
@@ -89,22 +90,37 @@ class Translator:
             batch = collate([ids[i] for i in group], [[0]] * len(group)).to(self.device)
             for i, hyps in zip(group, self._search(batch, beam, nbest, keep_attention)):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
-                results[i] = Translation(
-                    texts_out, [h.score for h in hyps], hyps[0].attention
-                )
+                results[i] = Translation(texts_out, [h.score for h in hyps], hyps[0].attention)
         return results
 
     def _search(self, batch, beam: int, nbest: int, keep_attention: bool) -> list[list[Hypothesis]]:
         search = self.config.search
         if beam == 1:
-            hyps = greedy_search(self.model, batch.src_ids, batch.src_lengths,
-                                 search.max_len_a, search.max_len_b, keep_attention)
+            hyps = greedy_search(
+                self.model,
+                batch.src_ids,
+                batch.src_lengths,
+                search.max_len_a,
+                search.max_len_b,
+                keep_attention,
+            )
             return [[h] for h in hyps]  # greedy has one hypothesis
-        return beam_search(self.model, batch.src_ids, batch.src_lengths, beam, search.alpha,
-                           search.max_len_a, search.max_len_b, nbest)
+        return beam_search(
+            self.model,
+            batch.src_ids,
+            batch.src_lengths,
+            beam,
+            search.alpha,
+            search.max_len_a,
+            search.max_len_b,
+            nbest,
+        )
 
     def translate_stream(
-        self, lines: Iterable[str], beam: int | None = None, nbest: int = 1,
+        self,
+        lines: Iterable[str],
+        beam: int | None = None,
+        nbest: int = 1,
         batch_tokens: int | None = None,
     ) -> Iterator[Translation]:
         """Translations of `lines` in order, reading `CHUNK_LINES` at a time."""

@@ -13,8 +13,8 @@ from seq2seq.model import build_model
 
 SHARED_DATA = Path(os.environ.get("SEQ2SEQ_DATA", Path(__file__).parents[2] / "shared" / "data"))
 
-WORDS_DE = "ein der die das mann frau hund katze läuft spielt sitzt im park auf dem gras".split()
-WORDS_EN = "a the the the man woman dog cat runs plays sits in-the park on the grass".split()
+WORDS_DE = "ein der die das mann frau hund katze läuft spielt sitzt im park auf dem gras".split()  # noqa: SIM905, E501
+WORDS_EN = "a the the the man woman dog cat runs plays sits in-the park on the grass".split()  # noqa: SIM905, E501
 
 
 def make_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:

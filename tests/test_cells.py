@@ -5,7 +5,6 @@ from torch.testing import assert_close
 from seq2seq.cells import FusedGRU, GatedCell, LSTMCell, RecurrentLayer, TanhCell, make_cell
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     old = torch.get_default_dtype()

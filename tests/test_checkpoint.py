@@ -21,8 +21,14 @@ def test_round_trip_and_16_bit(tmp_path):
     loaded = load_file(tmp_path / "m.pt")
     assert loaded["tokenizers"] == {"src": b"src", "tgt": b"tgt"}
     assert loaded["format_version"] == FORMAT_VERSION and loaded["metrics"] == {"bleu": 1.0}
-    small = model_payload({}, {"w": torch.ones(2), "i": torch.ones(2, dtype=torch.long)},
-                          b"", b"", {}, dtype=torch.float16)
+    small = model_payload(
+        {},
+        {"w": torch.ones(2), "i": torch.ones(2, dtype=torch.long)},
+        b"",
+        b"",
+        {},
+        dtype=torch.float16,
+    )
     assert small["state_dict"]["w"].dtype == torch.float16
     assert small["state_dict"]["i"].dtype == torch.long
 
@@ -39,8 +45,10 @@ class Evil:
         (lambda p: p.write_bytes(_saved_bytes(p)[:300]), "truncated or corrupt"),
         (lambda p: torch.save({"weights": torch.ones(1)}, p), "not a seq2seq model file"),
         (lambda p: torch.save([1, 2], p), "not a seq2seq model file"),
-        (lambda p: torch.save({**payload(), "format_version": 99}, p),
-         "model file format 99, this seq2seq reads format 1"),
+        (
+            lambda p: torch.save({**payload(), "format_version": 99}, p),
+            "model file format 99, this seq2seq reads format 1",
+        ),
         (lambda p: p.write_bytes(pickle.dumps(Evil())), "truncated or corrupt"),
         (lambda p: torch.save({"kind": "model", "x": Evil()}, p), "refused, the file holds"),
     ],

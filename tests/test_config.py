@@ -34,7 +34,7 @@ def test_defaults_when_empty():
         ({"model": {"hidden_size": "big"}}, "model.hidden_size: expected int, got 'big'"),
         ({"train": {"dropout": 0.1}}, "unknown key train.dropout"),
         ({"model": {"dropout": 1.5}}, "model.dropout: 1.5 must be <= 0.99"),
-        ({"model": {"maxout_size": 100}}, "tie_embeddings needs model.maxout_size == model.emb_size"),
+        ({"model": {"maxout_size": 100}}, "needs model.maxout_size == model.emb_size"),
     ],
 )
 def test_errors_name_the_key_and_allowed_values(raw, message):

@@ -65,9 +65,13 @@ def test_tsv_and_moses(tmp_path):
     assert list(read_tsv(tsv)) == [("ein Hund", "a dog"), ("Haus", "house")]
     assert corpus_format(str(tsv)) == "tsv"
     table = tmp_path / "phrase-table.gz"
-    table.write_bytes(gzip.compress(b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
-                                    b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
-                                    b"Haus ||| house ||| 0.5 ||| ||| \n"))
+    table.write_bytes(
+        gzip.compress(
+            b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
+            b"das ||| the ||| 0.3 ||| 0-0 ||| 1 1 1\n"
+            b"Haus ||| house ||| 0.5 ||| ||| \n"
+        )
+    )
     assert list(read_moses(table)) == [("das", "the"), ("Haus", "house")]
     assert corpus_format(str(table)) == "moses"
     bad = tmp_path / "bad.tsv"

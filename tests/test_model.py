@@ -51,8 +51,18 @@ def test_each_combination_overfits_eight_pairs(encoder, decoder):
     src = [[4 + (i * 3 + j) % 20 for j in range(3 + i % 3)] for i in range(8)]
     tgt = [[s + 5 for s in reversed(x)] for x in src]
     batch = collate(src, tgt)
-    model = tiny_model(encoder=encoder, decoder=decoder, emb_size=16, hidden_size=32,
-                       maxout_size=16, attention_size=16).float().train()
+    model = (
+        tiny_model(
+            encoder=encoder,
+            decoder=decoder,
+            emb_size=16,
+            hidden_size=32,
+            maxout_size=16,
+            attention_size=16,
+        )
+        .float()
+        .train()
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
         loss = sequence_loss(model(batch), batch.tgt_out, 0.0) / batch.num_tokens

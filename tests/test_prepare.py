@@ -35,8 +35,13 @@ def test_joint_tokenizer_and_drop_counts(tmp_path):
         f.write("nothing on the other side\nlong\n")
     stats = prepare_corpus(str(folder), "de", "en", tmp_path / "out", vocab_size=300, joint=True)
     train = stats["splits"]["train"]
-    assert train == {"read": 202, "kept": 200, "dropped_empty": 1, "dropped_too_long": 1,
-                     **{k: v for k, v in train.items() if k.startswith("tokens")}}
+    assert train == {
+        "read": 202,
+        "kept": 200,
+        "dropped_empty": 1,
+        "dropped_too_long": 1,
+        **{k: v for k, v in train.items() if k.startswith("tokens")},
+    }
     assert stats["tokenizer"]["files"] == {"de": "spm.model", "en": "spm.model"}
 
 
@@ -44,8 +49,9 @@ def test_single_file_corpus_holds_out_a_validation_split(tmp_path):
     table = tmp_path / "phrase-table.gz"
     lines = [f"wort{i} ||| word{i} ||| 0.5 ||| 0-0 ||| 1 1 1\n" for i in range(400)]
     table.write_bytes(gzip.compress("".join(lines).encode()))
-    stats = prepare_corpus(str(table), "fr", "en", tmp_path / "out", vocab_size=300,
-                           valid_percent=5)
+    stats = prepare_corpus(
+        str(table), "fr", "en", tmp_path / "out", vocab_size=300, valid_percent=5
+    )
     assert stats["format"] == "moses"
     assert stats["splits"]["train"]["kept"] + stats["splits"]["val"]["kept"] == 400
     assert 5 <= stats["splits"]["val"]["kept"] <= 40
@@ -62,8 +68,9 @@ def test_failure_leaves_nothing_half_written(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("corpus, src, tgt", [("multi30k", "de", "en"),
-                                               ("tatoeba-fr-en", "fr", "en")])
+@pytest.mark.parametrize(
+    "corpus, src, tgt", [("multi30k", "de", "en"), ("tatoeba-fr-en", "fr", "en")]
+)
 def test_real_corpora_prepare_and_round_trip(shared_data, tmp_path, corpus, src, tgt):
     out = tmp_path / corpus
     stats = prepare_corpus(str(shared_data / corpus), src, tgt, out, vocab_size=8000)

@@ -17,15 +17,20 @@ class ScriptedModel(torch.nn.Module):
     After BOS: a 0.6, b 0.4. After a: eos 0.5, a 0.1, b 0.4. After b: eos 0.9, a 0.1.
     """
 
-    TABLE = {BOS_ID: {4: 0.6, 5: 0.4}, 4: {EOS_ID: 0.5, 4: 0.1, 5: 0.4},
-             5: {EOS_ID: 0.9, 4: 0.1}, EOS_ID: {EOS_ID: 1.0}}
+    TABLE = {
+        BOS_ID: {4: 0.6, 5: 0.4},
+        4: {EOS_ID: 0.5, 4: 0.1, 5: 0.4},
+        5: {EOS_ID: 0.9, 4: 0.1},
+        EOS_ID: {EOS_ID: 1.0},
+    }
 
     def encode(self, src_ids, src_lengths):
         return src_ids
 
     def init_state(self, encoded):
-        return DecoderState(hidden=torch.zeros(encoded.size(0), 1), context=torch.zeros(
-            encoded.size(0), 1))
+        return DecoderState(
+            hidden=torch.zeros(encoded.size(0), 1), context=torch.zeros(encoded.size(0), 1)
+        )
 
     def decode_step(self, prev_ids, state):
         log_probs = torch.full((len(prev_ids), 6), -1e9)
@@ -37,8 +42,16 @@ class ScriptedModel(torch.nn.Module):
 
 def run_beam(beam, nbest, alpha=0.0):
     src = collate([[4, 4, 4]], [[4]])
-    return beam_search(ScriptedModel(), src.src_ids, src.src_lengths, beam=beam, alpha=alpha,
-                       max_len_a=1.0, max_len_b=2, nbest=nbest)[0]
+    return beam_search(
+        ScriptedModel(),
+        src.src_ids,
+        src.src_lengths,
+        beam=beam,
+        alpha=alpha,
+        max_len_a=1.0,
+        max_len_b=2,
+        nbest=nbest,
+    )[0]
 
 
 def test_scripted_beams_and_nbest_scores_by_hand():
@@ -58,8 +71,16 @@ def test_greedy_takes_the_locally_best_word():
 
 def test_max_length_forces_an_end():
     src = collate([[4]], [[4]])  # source length 2 with EOS: limit = 1*2 + 0
-    hyps = beam_search(ScriptedModel(), src.src_ids, src.src_lengths, beam=3, alpha=0.0,
-                       max_len_a=0.5, max_len_b=0, nbest=3)[0]
+    hyps = beam_search(
+        ScriptedModel(),
+        src.src_ids,
+        src.src_lengths,
+        beam=3,
+        alpha=0.0,
+        max_len_a=0.5,
+        max_len_b=0,
+        nbest=3,
+    )[0]
     assert all(len(h.tokens) <= 0 for h in hyps)
 
 
@@ -87,8 +108,9 @@ def test_beam_one_equals_greedy(decoder):
     model = tiny_model(decoder=decoder)
     batch = random_batch()
     greedy = greedy_search(model, batch.src_ids, batch.src_lengths, 1.5, 5)
-    beam = beam_search(model, batch.src_ids, batch.src_lengths, beam=1, alpha=0.0,
-                       max_len_a=1.5, max_len_b=5)
+    beam = beam_search(
+        model, batch.src_ids, batch.src_lengths, beam=1, alpha=0.0, max_len_a=1.5, max_len_b=5
+    )
     assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
     for g, b in zip(greedy, beam):
         assert g.log_prob == pytest.approx(b[0].log_prob, abs=1e-5)
@@ -101,16 +123,22 @@ def test_batched_search_equals_one_sentence_at_a_time(beam):
     together = beam_search(model, batch.src_ids, batch.src_lengths, beam=beam, nbest=beam)
     for row in range(len(together)):
         length = int(batch.src_lengths[row])
-        alone = beam_search(model, batch.src_ids[row : row + 1, :length],
-                            batch.src_lengths[row : row + 1], beam=beam, nbest=beam)[0]
+        alone = beam_search(
+            model,
+            batch.src_ids[row : row + 1, :length],
+            batch.src_lengths[row : row + 1],
+            beam=beam,
+            nbest=beam,
+        )[0]
         assert [h.tokens for h in alone] == [h.tokens for h in together[row]]
         for a, t in zip(alone, together[row]):
             assert a.score == pytest.approx(t.score, abs=1e-6)
     greedy = greedy_search(model, batch.src_ids, batch.src_lengths)
     for row in range(len(greedy)):
         length = int(batch.src_lengths[row])
-        alone = greedy_search(model, batch.src_ids[row : row + 1, :length],
-                              batch.src_lengths[row : row + 1])[0]
+        alone = greedy_search(
+            model, batch.src_ids[row : row + 1, :length], batch.src_lengths[row : row + 1]
+        )[0]
         assert alone.tokens == greedy[row].tokens
 
 

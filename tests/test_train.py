@@ -33,11 +33,17 @@ def test_training_writes_run_folder_and_model(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_resume_after_a_crash_mid_epoch_is_bit_identical(tiny_config, tmp_path, monkeypatch,
-                                                         accumulate):
-    overrides = [f"data.dir={tiny_config.data.dir}", "train.max_steps=24",
-                 "train.checkpoint_every=5", f"train.accumulate={accumulate}",
-                 "train.valid_every=7", "model.dropout=0.3"]
+def test_resume_after_a_crash_mid_epoch_is_bit_identical(
+    tiny_config, tmp_path, monkeypatch, accumulate
+):
+    overrides = [
+        f"data.dir={tiny_config.data.dir}",
+        "train.max_steps=24",
+        "train.checkpoint_every=5",
+        f"train.accumulate={accumulate}",
+        "train.valid_every=7",
+        "model.dropout=0.3",
+    ]
     config = load_config("tiny", overrides)
     Trainer(config, tmp_path / "straight").run()
 
@@ -54,7 +60,8 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(tiny_config, tmp_path, 
     monkeypatch.undo()
     assert last_checkpoint(tmp_path / "crashed")["progress"]["step"] == 10
     Trainer(config, tmp_path / "crashed", resume=True).run()
-    straight, resumed = last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "crashed")
+    straight = last_checkpoint(tmp_path / "straight")
+    resumed = last_checkpoint(tmp_path / "crashed")
     assert resumed["progress"]["step"] == straight["progress"]["step"] == 24
     assert_same_parameters(straight["state_dict"], resumed["state_dict"])
     assert_same_parameters(straight["optimizer"]["state"][0], resumed["optimizer"]["state"][0])
@@ -78,36 +85,84 @@ def test_signal_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch)
 def test_unknown_key_fails_before_any_work(tmp_path):
     from seq2seq.cli import main
 
-    assert main(["train", "tiny", "--set", "train.learning_rate=1",
-                 "--run-dir", str(tmp_path / "run")]) == 1
+    assert (
+        main(
+            ["train", "tiny", "--set", "train.learning_rate=1", "--run-dir", str(tmp_path / "run")]
+        )
+        == 1
+    )
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError):
         load_config("tiny", ["model.cell=gru9"])
 
 
 def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
-    config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.optimizer=adadelta",
-                                  "train.lr=1.0", "train.schedule=warmup_decay",
-                                  "train.warmup_steps=5", "train.max_steps=8",
-                                  "model.decoder=context", "model.cell=gru"])
+    config = load_config(
+        "tiny",
+        [
+            f"data.dir={tiny_config.data.dir}",
+            "train.optimizer=adadelta",
+            "train.lr=1.0",
+            "train.schedule=warmup_decay",
+            "train.warmup_steps=5",
+            "train.max_steps=8",
+            "model.decoder=context",
+            "model.cell=gru",
+        ],
+    )
     Trainer(config, tmp_path / "run").run()
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 8
 
 
 def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
-    common = ["--set", f"data.dir={tiny_config.data.dir}", "--set", "train.max_steps=1",
-              "--set", "model.dropout=0.0", "--set", "data.valid=none"]
+    common = [
+        "--set",
+        f"data.dir={tiny_config.data.dir}",
+        "--set",
+        "train.max_steps=1",
+        "--set",
+        "model.dropout=0.0",
+        "--set",
+        "data.valid=none",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--master_port=29517", "-m", "seq2seq", "train", "tiny", "--run-dir",
-         str(tmp_path / "ddp"), *common],
-        check=True, env=env, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "seq2seq",
+            "train",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "ddp"),
+            *common,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     subprocess.run(
-        [sys.executable, "-m", "seq2seq", "train", "tiny", "--run-dir", str(tmp_path / "one"),
-         *common, "--set", "train.accumulate=2"],
-        check=True, env=env, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "seq2seq",
+            "train",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "one"),
+            *common,
+            "--set",
+            "train.accumulate=2",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
     ddp, one = last_checkpoint(tmp_path / "ddp"), last_checkpoint(tmp_path / "one")
     for key, value in one["state_dict"].items():

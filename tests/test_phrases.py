@@ -1,0 +1,189 @@
+import gzip
+import math
+import random
+
+import pytest
+
+from seq2seq.cli import main
+from seq2seq.data import DataError
+from seq2seq.phrases import (
+    PhraseLineError,
+    ScoreOptions,
+    format_line,
+    format_score,
+    parse_line,
+    score_pairs,
+    score_table,
+    update_moses_ini,
+)
+from seq2seq.translate import Translator
+
+CURRENT = (
+    "das Haus ||| the house ||| 0.5 0.4 0.3 0.2 ||| 0-0 1-1 ||| 2 3 1 |||\n"
+    "der Hund ||| the dog ||| 1 0.9 1 0.8 ||| 0-0 1-1 ||| 1 1 1 ||| {{Sparse 1}}\n"
+    "Hund ||| dog ||| 1 1 1 1 ||| 0-0 ||| 5 5 5\n"
+)
+OLD = "das ||| the ||| 0.5 0.4 0.3 0.2 2.718 ||| (0) ||| (0) ||| 2 3\r\n"
+SAMPLE = "der ||| the ||| 0.3 ||| ||| \ndas ||| the ||| 0.4 ||| |||  \n"
+
+
+@pytest.fixture(scope="module")
+def model_file(tiny_prepared, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    assert (
+        main(
+            [
+                "train",
+                "tiny",
+                "--run-dir",
+                str(run),
+                "--set",
+                f"data.dir={tiny_prepared}",
+                "--set",
+                "train.max_steps=5",
+            ]
+        )
+        == 0
+    )
+    return run / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def translator(model_file):
+    return Translator.from_file(model_file)
+
+
+def test_parse_and_format_are_lossless():
+    for line in (CURRENT + OLD + SAMPLE).splitlines():
+        fields = parse_line(line)
+        assert " ||| ".join(fields) == line
+    fields = parse_line("a ||| b ||| 0.5 ||| |||")
+    assert format_line(fields, ["0.1"]) == "a ||| b ||| 0.5 0.1 ||| |||"
+    with pytest.raises(PhraseLineError, match="fewer than 3"):
+        parse_line("a ||| b")
+    with pytest.raises(PhraseLineError, match="empty phrase"):
+        parse_line(" ||| b ||| 1")
+
+
+def test_format_score_floors_and_logs():
+    assert format_score(-1000.0, 3, as_log=False, per_token=False) == "1e-30"
+    assert format_score(math.log(0.25), 2, as_log=False, per_token=True) == "0.5"
+    assert format_score(-2.0, 4, as_log=True, per_token=False) == "-2"
+
+
+@pytest.mark.parametrize("text", [CURRENT, OLD, SAMPLE], ids=["current", "old", "sample"])
+def test_output_differs_only_by_the_appended_score(text, translator, tmp_path):
+    table = tmp_path / "phrase-table"
+    table.write_bytes(text.encode())
+    score_table(table, tmp_path / "out", translator)
+    out_lines = (tmp_path / "out").read_bytes().splitlines(keepends=True)
+    in_lines = text.encode().splitlines(keepends=True)
+    assert len(out_lines) == len(in_lines)
+    for before, after in zip(in_lines, out_lines):
+        fields_in, fields_out = before.split(b" ||| "), after.split(b" ||| ")
+        assert fields_in[:2] == fields_out[:2] and fields_in[3:] == fields_out[3:]
+        new = fields_out[2][len(fields_in[2]) :]
+        assert fields_out[2].startswith(fields_in[2])
+        assert 0 < float(new) <= 1
+
+
+def test_score_equals_exp_of_model_score(translator, tmp_path):
+    import torch
+
+    from seq2seq.data import collate
+
+    table = tmp_path / "t.gz"
+    table.write_bytes(gzip.compress(CURRENT.encode()))
+    score_table(table, tmp_path / "out.gz", translator, options=ScoreOptions(as_log=True))
+    lines = gzip.decompress((tmp_path / "out.gz").read_bytes()).decode().splitlines()
+    for line in lines:
+        src, tgt, scores = line.split(" ||| ")[:3]
+        batch = collate(translator.src.encode([src]), translator.tgt.encode([tgt]))
+        with torch.no_grad():
+            total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+        assert float(scores.split()[-1]) == pytest.approx(float(total[0]), rel=1e-4)
+
+
+def test_order_kept_on_a_shuffled_table_with_small_chunks(translator, tmp_path):
+    words = ["der", "die", "das", "hund", "katze", "mann", "frau", "park", "gras", "läuft"]
+    rng = random.Random(0)
+    lines = [f"{rng.choice(words)} {rng.choice(words)} ||| x{i} ||| 1 ||| ||| " for i in range(300)]
+    table = tmp_path / "t"
+    table.write_text("\n".join(lines) + "\n")
+    score_table(table, tmp_path / "out", translator, options=ScoreOptions(chunk_lines=37))
+    out = (tmp_path / "out").read_text().splitlines()
+    assert [o.split(" ||| ")[1] for o in out] == [f"x{i}" for i in range(300)]
+    log_probs, _ = score_pairs(translator, ["der hund"] * 2, ["the dog", "x"])
+    assert log_probs[0] != log_probs[1]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b"a ||| b\n", "fewer than 3"),
+        (b" ||| b ||| 1\n", "empty phrase"),
+        (b"\xff ||| b ||| 1\n", "not valid UTF-8"),
+    ],
+)
+def test_bad_lines_stop_or_are_skipped(bad, reason, translator, tmp_path):
+    table = tmp_path / "t"
+    table.write_bytes(b"der ||| the ||| 1 ||| |||\n" + bad + b"das ||| the ||| 1 ||| |||\n")
+    with pytest.raises(DataError, match=f"t:2: {reason}"):
+        score_table(table, tmp_path / "out", translator)
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+    counts = score_table(table, tmp_path / "out", translator, options=ScoreOptions(skip_bad=True))
+    assert counts == {"lines": 2, "skipped": 1}
+
+
+def test_moses_ini_rewrite():
+    ini = (
+        "[feature]\nPhraseDictionaryMemory name=TranslationModel0 num-features=4 "
+        "path=/old/phrase-table.gz input-factor=0\n\n[weight]\n"
+        "TranslationModel0= 0.2 0.2 0.2 0.2\nLM0= 0.5\n"
+    )
+    new = update_moses_ini(ini, "/new/table.gz", added=2, weight=0.1)
+    assert "num-features=6 path=/new/table.gz input-factor=0" in new
+    assert "TranslationModel0= 0.2 0.2 0.2 0.2 0.1 0.1\nLM0= 0.5\n" in new
+    with pytest.raises(DataError, match="no PhraseDictionary"):
+        update_moses_ini("[weight]\n", "x", 1)
+
+
+def test_cli_score_phrases_reverse_and_ini(model_file, shared_data, tmp_path):
+    sample = shared_data / "phrase-tables" / "sample-de-en" / "phrase-table"
+    ini = shared_data / "phrase-tables" / "notre-dame-fr-en" / "moses.ini"
+    out = tmp_path / "scored.gz"
+    assert (
+        main(
+            [
+                "score-phrases",
+                "-m",
+                str(model_file),
+                "--reverse-model",
+                str(model_file),
+                str(sample),
+                "-o",
+                str(out),
+                "--moses-ini",
+                str(ini),
+                str(tmp_path / "m.ini"),
+            ]
+        )
+        == 0
+    )
+    scored = gzip.decompress(out.read_bytes()).decode().splitlines()
+    original = sample.read_text().splitlines()
+    assert len(scored) == len(original) == 22
+    for before, after in zip(original, scored):
+        assert len(after.split(" ||| ")[2].split()) == len(before.split(" ||| ")[2].split()) + 2
+    assert "num-features=6" in (tmp_path / "m.ini").read_text()
+
+
+def test_cli_phrase_space(model_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    phrases = tmp_path / "p.txt"
+    phrases.write_text("der hund\ndie katze\nein mann läuft\nim park\n")
+    assert (
+        main(["phrase-space", "-m", str(model_file), str(phrases), "-o", str(tmp_path / "map.png")])
+        == 0
+    )
+    assert (tmp_path / "map.png").stat().st_size > 1000
