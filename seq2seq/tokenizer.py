@@ -26,7 +26,7 @@ def train_tokenizer(
     vocab_size: int,
     model_type: str = "bpe",
     character_coverage: float = 1.0,
-    sample_size: int = 2_000_000,
+    sample_size: int = 300_000,
     seed: int = 1,
 ) -> Path:
     """Train a SentencePiece model on text files and write it to `model_path`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -38,5 +39,7 @@ def tiny_config(tiny_prepared) -> Config:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
+        if os.environ.get("SEQ2SEQ_REQUIRE_DATA"):
+            pytest.fail(f"real corpora not found at {SHARED_DATA}")
         pytest.skip(f"real corpora not found at {SHARED_DATA} (set SEQ2SEQ_DATA)")
     return SHARED_DATA

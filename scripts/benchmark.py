@@ -1,0 +1,279 @@
+"""Benchmarks behind the README's results table.
+
+    python scripts/benchmark.py prepare   [--runs 3] [--scale 5000000]
+    python scripts/benchmark.py cells     [--runs 5]
+    python scripts/benchmark.py train     [--preset P] [--steps 40] [--runs 3]
+    python scripts/benchmark.py translate [--model M] [--runs 3]
+    python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
+
+Every number is the median of several runs; the machine and the settings are
+printed first. Commands that run the `seq2seq` CLI run in a child process so
+that its peak memory (max RSS) can be read from the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SEQ2SEQ_DATA", ROOT.parent / "shared" / "data"))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+
+
+def run_child(command: list[str], **kwargs) -> tuple[float, float]:
+    """Run a command; returns (wall seconds, peak RSS in MiB) of that child alone."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, **kwargs)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def median_child(command: list[str], runs: int, **kwargs) -> tuple[float, float]:
+    results = [run_child(command, **kwargs) for _ in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+
+
+def seq2seq(*args: str) -> list[str]:
+    return [sys.executable, "-m", "seq2seq", *args]
+
+
+# ------------------------------------------------------------------ prepare
+
+
+def bench_prepare(args: argparse.Namespace) -> None:
+    out = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
+    corpora = [("multi30k", "de", "en", 29000), ("tatoeba-fr-en", "fr", "en", 163919 + 1558 + 1653)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    for name, src, tgt, pairs in corpora:
+        seconds, rss = median_child(
+            seq2seq("prepare", str(DATA / name), "--src", src, "--tgt", tgt,
+                    "--out", str(out / name)), args.runs, **quiet)
+        print(f"prepare {name}: {pairs} pairs, {seconds:.1f} s, {pairs / seconds:,.0f} pairs/s, "
+              f"peak {rss:,.0f} MiB (median of {args.runs})")
+    if args.scale:
+        big = out / "big"
+        big.mkdir()
+        lines = {lang: gzip.open(DATA / "tatoeba-fr-en" / f"train.{lang}.gz", "rt").readlines()
+                 for lang in ("fr", "en")}
+        for lang in ("fr", "en"):
+            with (big / f"train.{lang}").open("w", encoding="utf-8") as f:
+                for i in range(args.scale):
+                    f.write(lines[lang][i % len(lines[lang])])
+        seconds, rss = run_child(
+            seq2seq("prepare", str(big), "--src", "fr", "--tgt", "en", "--out", str(out / "b")),
+            **quiet)
+        print(f"prepare {args.scale:,} pairs (tatoeba repeated): {seconds:.0f} s, "
+              f"{args.scale / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB (one run)")
+
+
+# ------------------------------------------------------------------ cells
+
+
+def bench_cells(args: argparse.Namespace) -> None:
+    from seq2seq.cells import CELL_NAMES, make_recurrent_layer
+
+    batch, steps, size = 64, 30, 256
+    print(f"one layer, batch {batch}, {steps} steps, input = hidden = {size}, "
+          f"forward + backward, median of {args.runs}")
+    x = torch.randn(batch, steps, size)
+    lengths = torch.full((batch,), steps)
+    for name in CELL_NAMES:
+        layer = make_recurrent_layer(name, size, size, layers=1, bidirectional=False, dropout=0.0)
+        params = sum(p.numel() for p in layer.parameters())
+        times = []
+        for _ in range(args.runs + 1):  # the first run warms up
+            started = time.perf_counter()
+            outputs, _ = layer(x, lengths)
+            outputs.sum().backward()
+            times.append(time.perf_counter() - started)
+        ms = statistics.median(times[1:]) * 1000
+        print(f"  {name:16s} {params:>9,} parameters  {ms:7.1f} ms")
+
+
+# ------------------------------------------------------------------ train
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    print(f"preset {args.preset}, {args.steps} steps per run, median of {args.runs}")
+    for precision in ("fp32", "bf16"):
+        rates = []
+        for run in range(args.runs):
+            with tempfile.TemporaryDirectory() as tmp:
+                run_child(seq2seq("train", args.preset, "--run-dir", tmp,
+                                  "--set", f"train.max_steps={args.steps}",
+                                  "--set", "train.valid_every=100000",
+                                  "--set", f"train.valid_sentences=1",
+                                  "--set", f"train.precision={precision}",
+                                  "--set", f"train.seed={run + 1}"),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                records = [json.loads(x) for x in Path(tmp, "log.jsonl").read_text().splitlines()]
+                rates.append([r for r in records if r["type"] == "train"][-1]["tokens_per_s"])
+        print(f"  {precision}: {statistics.median(rates):,.0f} target tokens/s")
+    for run_dir in sorted(Path(ROOT / "runs").glob("*/log.jsonl")):
+        records = [json.loads(x) for x in run_dir.read_text().splitlines()]
+        valid = [r for r in records if r["type"] == "valid"]
+        if valid:
+            best = max(valid, key=lambda r: r["bleu"])
+            print(f"  run {run_dir.parent.name}: best dev BLEU {best['bleu']} at step "
+                  f"{best['step']} of {records[-1]['step']}")
+
+
+# ------------------------------------------------------------------ translate
+
+
+def bench_translate(args: argparse.Namespace) -> None:
+    from seq2seq.data import read_lines
+    from seq2seq.evaluate import score_corpus
+    from seq2seq.translate import Translator
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_file(args.model)
+    src = list(read_lines(args.src))
+    ref = list(read_lines(args.ref))
+    print(f"model {args.model}, {len(src)} sentences, {args.threads} threads, "
+          f"median of {args.runs}")
+    for beam in (1, 5):
+        times, hyps = [], []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
+            times.append(time.perf_counter() - started)
+        seconds = statistics.median(times)
+        scores = score_corpus(hyps, ref)
+        print(f"  beam {beam}: {seconds:.1f} s, {len(src) / seconds:.0f} sentences/s, "
+              f"BLEU {scores['bleu']} chrF {scores['chrf']}")
+    print(f"  {scores['bleu_signature']}")
+
+
+# ------------------------------------------------------------------ phrases
+
+
+def bench_phrases(args: argparse.Namespace) -> None:
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    pairs = sum(1 for _ in gzip.open(args.table))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "out.gz")
+        seconds, rss = median_child(
+            seq2seq("score-phrases", "-m", args.model, str(args.table), "-o", out),
+            args.runs, **quiet)
+        print(f"score-phrases {args.table.name}: {pairs:,} pairs, {seconds:.1f} s, "
+              f"{pairs / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB, {torch.get_num_threads()} "
+              f"threads (median of {args.runs}, model load included)")
+        print(f"  signal: {phrase_signal(args.model, args.table)}")
+        lines = gzip.open(args.table, "rb").readlines()
+        for total in args.lines:
+            # each line repeated in a row: chunk deduplication leaves the table's own
+            # pairs to score, so this measures the streaming, not the model
+            big = Path(tmp) / f"table-{total}"
+            repeat = -(-int(total) // len(lines))
+            with big.open("wb") as f:
+                for line in lines:
+                    f.write(line * repeat)
+            seconds, rss = run_child(
+                seq2seq("score-phrases", "-m", args.model, str(big), "-o", str(big) + ".out"),
+                **quiet)
+            print(f"  {repeat * len(lines):,}-line table: {seconds:.0f} s, peak {rss:,.0f} MiB")
+            big.unlink()
+            Path(str(big) + ".out").unlink()
+
+
+def phrase_signal(model: str, table: Path) -> str:
+    """True target vs a random other target; Spearman with the table's p(e|f)."""
+    import random
+
+    from seq2seq.phrases import parse_line, score_pairs
+    from seq2seq.translate import Translator
+
+    translator = Translator.from_file(model)
+    src, tgt, direct = [], [], []
+    with gzip.open(table, "rt", encoding="utf-8") as f:
+        for line in f:
+            fields = parse_line(line.rstrip("\n"))
+            src.append(fields[0].strip())
+            tgt.append(fields[1].strip())
+            direct.append(float(fields[2].split()[2]))  # p(e|f)
+    rng = random.Random(0)
+    other = [tgt[rng.randrange(len(tgt))] for _ in tgt]
+    true_scores, _ = score_pairs(translator, src, tgt)
+    other_scores, _ = score_pairs(translator, src, other)
+    wins = sum(t > o for t, o, a, b in zip(true_scores, other_scores, tgt, other) if a != b)
+    compared = sum(a != b for a, b in zip(tgt, other))
+    return (f"true target above a random one in {100 * wins / compared:.1f}% of "
+            f"{compared:,} pairs; Spearman with p(e|f) {spearman(true_scores, direct):.3f}")
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(values):
+        order = sorted(range(len(values)), key=values.__getitem__)
+        result = [0.0] * len(values)
+        i = 0
+        while i < len(order):  # average ranks for ties
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                result[order[k]] = (i + j) / 2
+            i = j + 1
+        return torch.tensor(result)
+
+    ra, rb = ranks(a), ranks(b)
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--scale", type=int, default=0, help="also prepare N pairs (tatoeba repeated)")
+    p = sub.add_parser("cells")
+    p.add_argument("--runs", type=int, default=5)
+    p = sub.add_parser("train")
+    p.add_argument("--preset", default="multi30k-de-en-attention")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("translate")
+    p.add_argument("--model", default=str(ROOT / "models" / "multi30k-de-en.pt"))
+    p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
+    p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("phrases")
+    p.add_argument("--model", default=str(ROOT / "runs" / "tatoeba-fr-en-attention" / "model.pt"))
+    p.add_argument("--table", type=Path,
+                   default=DATA / "phrase-tables" / "notre-dame-fr-en" / "phrase-table.gz")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--lines", type=float, nargs="*", default=[1e6, 1e7])
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    {"prepare": bench_prepare, "cells": bench_cells, "train": bench_train,
+     "translate": bench_translate, "phrases": bench_phrases}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
