@@ -38,8 +38,10 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+    )
 
 
 def run_child(command: list[str], **kwargs) -> tuple[float, float]:
@@ -58,6 +60,11 @@ def median_child(command: list[str], runs: int, **kwargs) -> tuple[float, float]
     return statistics.median(r[0] for r in results), max(r[1] for r in results)
 
 
+def read_gzip_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return f.readlines()
+
+
 def seq2seq(*args: str) -> list[str]:
     return [sys.executable, "-m", "seq2seq", *args]
 
@@ -71,24 +78,35 @@ def bench_prepare(args: argparse.Namespace) -> None:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     for name, src, tgt, pairs in corpora:
         seconds, rss = median_child(
-            seq2seq("prepare", str(DATA / name), "--src", src, "--tgt", tgt,
-                    "--out", str(out / name)), args.runs, **quiet)
-        print(f"prepare {name}: {pairs} pairs, {seconds:.1f} s, {pairs / seconds:,.0f} pairs/s, "
-              f"peak {rss:,.0f} MiB (median of {args.runs})")
+            seq2seq(
+                "prepare", str(DATA / name), "--src", src, "--tgt", tgt, "--out", str(out / name)
+            ),
+            args.runs,
+            **quiet,
+        )
+        print(
+            f"prepare {name}: {pairs} pairs, {seconds:.1f} s, {pairs / seconds:,.0f} pairs/s, "
+            f"peak {rss:,.0f} MiB (median of {args.runs})"
+        )
     if args.scale:
         big = out / "big"
         big.mkdir()
-        lines = {lang: gzip.open(DATA / "tatoeba-fr-en" / f"train.{lang}.gz", "rt").readlines()
-                 for lang in ("fr", "en")}
+        lines = {
+            lang: read_gzip_lines(DATA / "tatoeba-fr-en" / f"train.{lang}.gz")
+            for lang in ("fr", "en")
+        }
         for lang in ("fr", "en"):
             with (big / f"train.{lang}").open("w", encoding="utf-8") as f:
                 for i in range(args.scale):
                     f.write(lines[lang][i % len(lines[lang])])
         seconds, rss = run_child(
             seq2seq("prepare", str(big), "--src", "fr", "--tgt", "en", "--out", str(out / "b")),
-            **quiet)
-        print(f"prepare {args.scale:,} pairs (tatoeba repeated): {seconds:.0f} s, "
-              f"{args.scale / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB (one run)")
+            **quiet,
+        )
+        print(
+            f"prepare {args.scale:,} pairs (tatoeba repeated): {seconds:.0f} s, "
+            f"{args.scale / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB (one run)"
+        )
 
 
 # ------------------------------------------------------------------ cells
@@ -98,8 +116,10 @@ def bench_cells(args: argparse.Namespace) -> None:
     from seq2seq.cells import CELL_NAMES, make_recurrent_layer
 
     batch, steps, size = 64, 30, 256
-    print(f"one layer, batch {batch}, {steps} steps, input = hidden = {size}, "
-          f"forward + backward, median of {args.runs}")
+    print(
+        f"one layer, batch {batch}, {steps} steps, input = hidden = {size}, "
+        f"forward + backward, median of {args.runs}"
+    )
     x = torch.randn(batch, steps, size)
     lengths = torch.full((batch,), steps)
     for name in CELL_NAMES:
@@ -124,13 +144,26 @@ def bench_train(args: argparse.Namespace) -> None:
         rates = []
         for run in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                run_child(seq2seq("train", args.preset, "--run-dir", tmp,
-                                  "--set", f"train.max_steps={args.steps}",
-                                  "--set", "train.valid_every=100000",
-                                  "--set", f"train.valid_sentences=1",
-                                  "--set", f"train.precision={precision}",
-                                  "--set", f"train.seed={run + 1}"),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                run_child(
+                    seq2seq(
+                        "train",
+                        args.preset,
+                        "--run-dir",
+                        tmp,
+                        "--set",
+                        f"train.max_steps={args.steps}",
+                        "--set",
+                        "train.valid_every=100000",
+                        "--set",
+                        "train.valid_sentences=1",
+                        "--set",
+                        f"train.precision={precision}",
+                        "--set",
+                        f"train.seed={run + 1}",
+                    ),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 records = [json.loads(x) for x in Path(tmp, "log.jsonl").read_text().splitlines()]
                 rates.append([r for r in records if r["type"] == "train"][-1]["tokens_per_s"])
         print(f"  {precision}: {statistics.median(rates):,.0f} target tokens/s")
@@ -139,8 +172,10 @@ def bench_train(args: argparse.Namespace) -> None:
         valid = [r for r in records if r["type"] == "valid"]
         if valid:
             best = max(valid, key=lambda r: r["bleu"])
-            print(f"  run {run_dir.parent.name}: best dev BLEU {best['bleu']} at step "
-                  f"{best['step']} of {records[-1]['step']}")
+            print(
+                f"  run {run_dir.parent.name}: best dev BLEU {best['bleu']} at step "
+                f"{best['step']} of {records[-1]['step']}"
+            )
 
 
 # ------------------------------------------------------------------ translate
@@ -155,8 +190,9 @@ def bench_translate(args: argparse.Namespace) -> None:
     translator = Translator.from_file(args.model)
     src = list(read_lines(args.src))
     ref = list(read_lines(args.ref))
-    print(f"model {args.model}, {len(src)} sentences, {args.threads} threads, "
-          f"median of {args.runs}")
+    print(
+        f"model {args.model}, {len(src)} sentences, {args.threads} threads, median of {args.runs}"
+    )
     for beam in (1, 5):
         times, hyps = [], []
         for _ in range(args.runs):
@@ -165,8 +201,10 @@ def bench_translate(args: argparse.Namespace) -> None:
             times.append(time.perf_counter() - started)
         seconds = statistics.median(times)
         scores = score_corpus(hyps, ref)
-        print(f"  beam {beam}: {seconds:.1f} s, {len(src) / seconds:.0f} sentences/s, "
-              f"BLEU {scores['bleu']} chrF {scores['chrf']}")
+        print(
+            f"  beam {beam}: {seconds:.1f} s, {len(src) / seconds:.0f} sentences/s, "
+            f"BLEU {scores['bleu']} chrF {scores['chrf']}"
+        )
     print(f"  {scores['bleu_signature']}")
 
 
@@ -175,17 +213,21 @@ def bench_translate(args: argparse.Namespace) -> None:
 
 def bench_phrases(args: argparse.Namespace) -> None:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    pairs = sum(1 for _ in gzip.open(args.table))
+    lines = read_gzip_lines(args.table)
+    pairs = len(lines)
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "out.gz")
         seconds, rss = median_child(
             seq2seq("score-phrases", "-m", args.model, str(args.table), "-o", out),
-            args.runs, **quiet)
-        print(f"score-phrases {args.table.name}: {pairs:,} pairs, {seconds:.1f} s, "
-              f"{pairs / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB, {torch.get_num_threads()} "
-              f"threads (median of {args.runs}, model load included)")
+            args.runs,
+            **quiet,
+        )
+        print(
+            f"score-phrases {args.table.name}: {pairs:,} pairs, {seconds:.1f} s, "
+            f"{pairs / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB, {torch.get_num_threads()} "
+            f"threads (median of {args.runs}, model load included)"
+        )
         print(f"  signal: {phrase_signal(args.model, args.table)}")
-        lines = gzip.open(args.table, "rb").readlines()
         for total in args.lines:
             # each line repeated in a row: chunk deduplication leaves the table's own
             # pairs to score, so this measures the streaming, not the model
@@ -193,10 +235,11 @@ def bench_phrases(args: argparse.Namespace) -> None:
             repeat = -(-int(total) // len(lines))
             with big.open("wb") as f:
                 for line in lines:
-                    f.write(line * repeat)
+                    f.write((line * repeat).encode())
             seconds, rss = run_child(
                 seq2seq("score-phrases", "-m", args.model, str(big), "-o", str(big) + ".out"),
-                **quiet)
+                **quiet,
+            )
             print(f"  {repeat * len(lines):,}-line table: {seconds:.0f} s, peak {rss:,.0f} MiB")
             big.unlink()
             Path(str(big) + ".out").unlink()
@@ -223,8 +266,10 @@ def phrase_signal(model: str, table: Path) -> str:
     other_scores, _ = score_pairs(translator, src, other)
     wins = sum(t > o for t, o, a, b in zip(true_scores, other_scores, tgt, other) if a != b)
     compared = sum(a != b for a, b in zip(tgt, other))
-    return (f"true target above a random one in {100 * wins / compared:.1f}% of "
-            f"{compared:,} pairs; Spearman with p(e|f) {spearman(true_scores, direct):.3f}")
+    return (
+        f"true target above a random one in {100 * wins / compared:.1f}% of "
+        f"{compared:,} pairs; Spearman with p(e|f) {spearman(true_scores, direct):.3f}"
+    )
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -265,14 +310,22 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p = sub.add_parser("phrases")
     p.add_argument("--model", default=str(ROOT / "runs" / "tatoeba-fr-en-attention" / "model.pt"))
-    p.add_argument("--table", type=Path,
-                   default=DATA / "phrase-tables" / "notre-dame-fr-en" / "phrase-table.gz")
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=DATA / "phrase-tables" / "notre-dame-fr-en" / "phrase-table.gz",
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lines", type=float, nargs="*", default=[1e6, 1e7])
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    {"prepare": bench_prepare, "cells": bench_cells, "train": bench_train,
-     "translate": bench_translate, "phrases": bench_phrases}[args.part](args)
+    {
+        "prepare": bench_prepare,
+        "cells": bench_cells,
+        "train": bench_train,
+        "translate": bench_translate,
+        "phrases": bench_phrases,
+    }[args.part](args)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,36 @@ def shared_data() -> Path:
             pytest.fail(f"real corpora not found at {SHARED_DATA}")
         pytest.skip(f"real corpora not found at {SHARED_DATA} (set SEQ2SEQ_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tiny_prepared, tmp_path_factory) -> Path:
+    """A model file from 10 training steps of the tiny preset."""
+    from seq2seq.cli import main
+
+    run = tmp_path_factory.mktemp("run")
+    assert (
+        main(
+            [
+                "train",
+                "tiny",
+                "--run-dir",
+                str(run),
+                "--set",
+                f"data.dir={tiny_prepared}",
+                "--set",
+                "train.max_steps=10",
+            ]
+        )
+        == 0
+    )
+    return run / "model.pt"
+
+
+@pytest.fixture
+def float64():
+    """Exact comparisons: run the test with float64 as the default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

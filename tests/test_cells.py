@@ -4,13 +4,7 @@ from torch.testing import assert_close
 
 from seq2seq.cells import FusedGRU, GatedCell, LSTMCell, RecurrentLayer, TanhCell, make_cell
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def sigmoid(x):

@@ -8,27 +8,6 @@ from seq2seq.cli import main
 from seq2seq.evaluate import score_corpus
 
 
-@pytest.fixture(scope="module")
-def tiny_model_file(tiny_prepared, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    assert (
-        main(
-            [
-                "train",
-                "tiny",
-                "--run-dir",
-                str(run),
-                "--set",
-                f"data.dir={tiny_prepared}",
-                "--set",
-                "train.max_steps=10",
-            ]
-        )
-        == 0
-    )
-    return run / "model.pt"
-
-
 def test_translate_arguments_and_nbest(tiny_model_file, capsys):
     assert main(["translate", "-m", str(tiny_model_file), "der hund", "ein mann läuft"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2

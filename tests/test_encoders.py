@@ -4,13 +4,7 @@ from torch.testing import assert_close
 
 from seq2seq.encoders import GRConvEncoder, RNNEncoder
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def test_grconv_three_words_by_hand():

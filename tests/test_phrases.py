@@ -28,29 +28,8 @@ SAMPLE = "der ||| the ||| 0.3 ||| ||| \ndas ||| the ||| 0.4 ||| |||  \n"
 
 
 @pytest.fixture(scope="module")
-def model_file(tiny_prepared, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    assert (
-        main(
-            [
-                "train",
-                "tiny",
-                "--run-dir",
-                str(run),
-                "--set",
-                f"data.dir={tiny_prepared}",
-                "--set",
-                "train.max_steps=5",
-            ]
-        )
-        == 0
-    )
-    return run / "model.pt"
-
-
-@pytest.fixture(scope="module")
-def translator(model_file):
-    return Translator.from_file(model_file)
+def translator(tiny_model_file):
+    return Translator.from_file(tiny_model_file)
 
 
 def test_parse_and_format_are_lossless():
@@ -148,7 +127,7 @@ def test_moses_ini_rewrite():
         update_moses_ini("[weight]\n", "x", 1)
 
 
-def test_cli_score_phrases_reverse_and_ini(model_file, shared_data, tmp_path):
+def test_cli_score_phrases_reverse_and_ini(tiny_model_file, shared_data, tmp_path):
     sample = shared_data / "phrase-tables" / "sample-de-en" / "phrase-table"
     ini = shared_data / "phrase-tables" / "notre-dame-fr-en" / "moses.ini"
     out = tmp_path / "scored.gz"
@@ -157,9 +136,9 @@ def test_cli_score_phrases_reverse_and_ini(model_file, shared_data, tmp_path):
             [
                 "score-phrases",
                 "-m",
-                str(model_file),
+                str(tiny_model_file),
                 "--reverse-model",
-                str(model_file),
+                str(tiny_model_file),
                 str(sample),
                 "-o",
                 str(out),
@@ -178,12 +157,21 @@ def test_cli_score_phrases_reverse_and_ini(model_file, shared_data, tmp_path):
     assert "num-features=6" in (tmp_path / "m.ini").read_text()
 
 
-def test_cli_phrase_space(model_file, tmp_path):
+def test_cli_phrase_space(tiny_model_file, tmp_path):
     pytest.importorskip("matplotlib")
     phrases = tmp_path / "p.txt"
     phrases.write_text("der hund\ndie katze\nein mann läuft\nim park\n")
     assert (
-        main(["phrase-space", "-m", str(model_file), str(phrases), "-o", str(tmp_path / "map.png")])
+        main(
+            [
+                "phrase-space",
+                "-m",
+                str(tiny_model_file),
+                str(phrases),
+                "-o",
+                str(tmp_path / "map.png"),
+            ]
+        )
         == 0
     )
     assert (tmp_path / "map.png").stat().st_size > 1000
