@@ -99,3 +99,25 @@ def model_payload(
         "tokenizers": {"src": src_tokenizer, "tgt": tgt_tokenizer},
         "metrics": metrics,
     }
+
+
+def export_model(path: str | Path, output: str | Path, half: bool, metrics: dict[str, Any]) -> None:
+    """Write the model part of a model file or checkpoint, optionally in float16.
+
+    Args:
+        path: a model file or training checkpoint.
+        output: the new model file.
+        half: store floating-point weights as float16 (loading makes them float32).
+        metrics: merged into the file's metrics (e.g. test BLEU).
+    """
+    payload = load_file(path)
+    state_dict = payload["state_dict"]
+    exported = model_payload(
+        payload["config"],
+        state_dict,
+        payload["tokenizers"]["src"],
+        payload["tokenizers"]["tgt"],
+        {**payload["metrics"], **metrics},
+        dtype=torch.float16 if half else None,
+    )
+    save_file(exported, output)

@@ -171,6 +171,15 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from seq2seq.checkpoint import export_model
+
+    metrics = json.loads(args.metrics) if args.metrics else {}
+    export_model(args.model, args.output, args.half, metrics)
+    print(args.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
     parser = argparse.ArgumentParser(
@@ -277,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="phrase-space.png", help="PNG path")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_phrase_space)
+
+    p = sub.add_parser("export", help="write a compact model file (no training state)")
+    p.add_argument("model", help="model file or training checkpoint")
+    p.add_argument("output", help="new model file, e.g. models/NAME.pt")
+    p.add_argument("--half", action="store_true", help="store weights as float16")
+    p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="draw training curves of a run to a PNG")
     p.add_argument("run_dir")

@@ -6,6 +6,7 @@ import torch
 from seq2seq.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    export_model,
     load_file,
     model_payload,
     save_file,
@@ -90,3 +91,17 @@ def test_crash_during_write_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_file(path)["metrics"] == {"bleu": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_export_half_keeps_outputs_close(tiny_model_file, tmp_path):
+    from seq2seq.translate import Translator
+
+    export_model(tiny_model_file, tmp_path / "half.pt", half=True, metrics={"test_bleu": 1.5})
+    exported = load_file(tmp_path / "half.pt")
+    assert exported["metrics"]["test_bleu"] == 1.5
+    assert exported["state_dict"]["output.bias"].dtype == torch.float16
+    full, half = Translator.from_file(tiny_model_file), Translator.from_file(tmp_path / "half.pt")
+    one, other = half.translate(["der hund läuft"])[0], full.translate(["der hund läuft"])[0]
+    assert one.texts == other.texts
+    assert one.scores[0] == pytest.approx(other.scores[0], abs=1e-3)
+    assert (tmp_path / "half.pt").stat().st_size < tiny_model_file.stat().st_size

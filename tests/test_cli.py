@@ -138,6 +138,7 @@ def test_every_command_has_help(capsys):
         "plot",
         "score-phrases",
         "phrase-space",
+        "export",
     ):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
