@@ -145,7 +145,11 @@ def read_hub(name: str, split: str, src: str, tgt: str) -> Iterator[tuple[str, s
             "pass a local folder of {split}.{lang}[.gz] files instead"
         )
     path, _, subset = name.partition(":")
-    corpus = datasets.load_dataset(path, subset or None, split=split, streaming=True)
+    try:
+        corpus = datasets.load_dataset(path, subset or None, split=split, streaming=True)
+    except Exception as error:  # the hub raises many types; the message is what matters
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DataError(f"{name} ({split}): {type(error).__name__}: {first_line}") from None
     for row in corpus:
         row = row.get("translation", row)
         yield row[src], row[tgt]
