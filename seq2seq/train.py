@@ -292,7 +292,12 @@ class Trainer:
     def validate(self) -> dict:
         """Dev loss, perplexity and greedy BLEU; keeps the best model."""
         progress = self.progress
-        record = {"type": "valid", "step": progress.step, "epoch": progress.epoch}
+        record = {
+            "type": "valid",
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "train_minutes": round(progress.train_seconds / 60, 2),
+        }
         if self.rank == 0 and self.corpus.dev_src:
             record.update(self._dev_metrics())
             if record["bleu"] > progress.best_bleu:
