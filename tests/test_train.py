@@ -144,7 +144,7 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
         check=True,
         env=env,
         capture_output=True,
-        timeout=300,
+        timeout=600,
     )
     subprocess.run(
         [
@@ -162,7 +162,7 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
         check=True,
         env=env,
         capture_output=True,
-        timeout=300,
+        timeout=600,
     )
     ddp, one = last_checkpoint(tmp_path / "ddp"), last_checkpoint(tmp_path / "one")
     for key, value in one["state_dict"].items():
