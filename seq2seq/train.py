@@ -158,6 +158,10 @@ class Trainer:
         self.stop_signal: int | None = None
         if resume:
             self._restore()
+        elif (self.run_dir / "checkpoints").is_dir():
+            raise DataError(
+                f"{self.run_dir} holds a run already: --resume {self.run_dir} or another --run-dir"
+            )
         elif self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")

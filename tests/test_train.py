@@ -67,6 +67,15 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     assert_same_parameters(straight["optimizer"]["state"][0], resumed["optimizer"]["state"][0])
 
 
+def test_a_finished_run_folder_is_not_overwritten(tiny_config, tmp_path):
+    from seq2seq.data import DataError
+
+    config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=2"])
+    Trainer(config, tmp_path / "run").run()
+    with pytest.raises(DataError, match="holds a run already: --resume"):
+        Trainer(config, tmp_path / "run")
+
+
 def test_signal_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch):
     import signal
 
