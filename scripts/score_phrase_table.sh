@@ -12,7 +12,8 @@ out=runs/notre-dame-scored
 [ "${1:-}" = "--" ] && shift
 
 if [ ! -f data/tatoeba-fr-en/stats.json ]; then
-    seq2seq prepare "$data/tatoeba-fr-en" --src fr --tgt en --out data/tatoeba-fr-en
+    seq2seq prepare "$data/tatoeba-fr-en" --src fr --tgt en --out data/tatoeba-fr-en \
+        --vocab-size 4000
 fi
 if [ ! -f "$run/model.pt" ]; then
     seq2seq train tatoeba-fr-en-attention --run-dir "$run" "$@"

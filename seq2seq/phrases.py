@@ -30,6 +30,7 @@ from typing import IO
 import torch
 
 from seq2seq.data import DataError, collate, open_text
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,13 @@ def open_table(path: str | Path) -> IO[bytes]:
     return stream
 
 
+def _encode_unique(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Ids of each text; a phrase repeated in the chunk is encoded once."""
+    unique = list(dict.fromkeys(texts))
+    ids = dict(zip(unique, tokenizer.encode(unique)))
+    return [ids[text] for text in texts]
+
+
 @torch.inference_mode()
 def score_pairs(
     translator: Translator, src: list[str], tgt: list[str], batch_tokens: int = BATCH_TOKENS
@@ -102,8 +110,8 @@ def score_pairs(
 
     Pairs are sorted by length and batched by tokens; order is restored.
     """
-    src_ids = translator.src.encode(src)
-    tgt_ids = translator.tgt.encode(tgt)
+    src_ids = _encode_unique(translator.src, src)
+    tgt_ids = _encode_unique(translator.tgt, tgt)
     order = sorted(range(len(src)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
     log_probs, lengths = [0.0] * len(src), [len(t) + 1 for t in tgt_ids]
     start = 0
