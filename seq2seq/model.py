@@ -75,9 +75,10 @@ class Seq2Seq(nn.Module):
             The sum over tokens [B] and the per-token log-probs [B, T] (0 at PAD).
         """
         tgt_in = torch.cat([torch.full_like(tgt_out[:, :1], BOS_ID), tgt_out[:, :-1]], dim=1)
-        logits = self.forward(Batch(src_ids, src_lengths, tgt_in, tgt_out))
-        log_probs = torch.log_softmax(full_precision(logits), dim=-1)
-        token = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+        logits = full_precision(self.forward(Batch(src_ids, src_lengths, tgt_in, tgt_out)))
+        # log p(y) = logit(y) - logsumexp(logits): no [B, T, V] log_softmax tensor
+        token = logits.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+        token = token - torch.logsumexp(logits, dim=-1)
         token = token.masked_fill(tgt_out == PAD_ID, 0.0)
         return token.sum(dim=1), token
 
