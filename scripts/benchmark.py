@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py prepare   [--runs 3] [--scale 5000000]
     python scripts/benchmark.py cells     [--runs 5]
-    python scripts/benchmark.py train     [--preset P] [--steps 40] [--runs 3]
+    python scripts/benchmark.py train     [--preset P] [--steps 50] [--runs 3]
     python scripts/benchmark.py translate [--model M] [--runs 3]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
 
@@ -246,7 +246,14 @@ def bench_phrases(args: argparse.Namespace) -> None:
 
 
 def phrase_signal(model: str, table: Path) -> str:
-    """True target vs a random other target; Spearman with the table's p(e|f)."""
+    """Does the score separate true pairs from false ones? Four views.
+
+    true > other target: log p(e|f) above log p(e'|f), e' the target of a random
+    other pair (sum and per token); true > other source: log p(e|f) above
+    log p(e|f'), which removes the target's own prior (length, rarity);
+    Spearman: rank correlation with the table's direct phrase probability p(e|f).
+    """
+    import html
     import random
 
     from seq2seq.phrases import parse_line, score_pairs
@@ -257,18 +264,27 @@ def phrase_signal(model: str, table: Path) -> str:
     with gzip.open(table, "rt", encoding="utf-8") as f:
         for line in f:
             fields = parse_line(line.rstrip("\n"))
-            src.append(fields[0].strip())
-            tgt.append(fields[1].strip())
+            src.append(html.unescape(fields[0].strip()))
+            tgt.append(html.unescape(fields[1].strip()))
             direct.append(float(fields[2].split()[2]))  # p(e|f)
     rng = random.Random(0)
-    other = [tgt[rng.randrange(len(tgt))] for _ in tgt]
-    true_scores, _ = score_pairs(translator, src, tgt)
-    other_scores, _ = score_pairs(translator, src, other)
-    wins = sum(t > o for t, o, a, b in zip(true_scores, other_scores, tgt, other) if a != b)
-    compared = sum(a != b for a, b in zip(tgt, other))
+    shuffle = [rng.randrange(len(tgt)) for _ in tgt]
+    true, lengths = score_pairs(translator, src, tgt)
+    other_tgt, other_lengths = score_pairs(translator, src, [tgt[j] for j in shuffle])
+    other_src, _ = score_pairs(translator, [src[j] for j in shuffle], tgt)
+    differ = [i for i, j in enumerate(shuffle) if tgt[i] != tgt[j] and src[i] != src[j]]
+
+    def share(wins) -> str:
+        return f"{100 * sum(wins) / len(differ):.1f}%"
+
+    per_token = [t / n for t, n in zip(true, lengths)]
+    target_wins = share(true[i] > other_tgt[i] for i in differ)
+    token_wins = share(per_token[i] > other_tgt[i] / other_lengths[i] for i in differ)
+    source_wins = share(true[i] > other_src[i] for i in differ)
     return (
-        f"true target above a random one in {100 * wins / compared:.1f}% of "
-        f"{compared:,} pairs; Spearman with p(e|f) {spearman(true_scores, direct):.3f}"
+        f"over {len(differ):,} pairs: true > other target {target_wins} (per token "
+        f"{token_wins}), true > other source {source_wins}; Spearman with p(e|f) "
+        f"{spearman(true, direct):.3f} (per token {spearman(per_token, direct):.3f})"
     )
 
 
@@ -300,7 +316,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p = sub.add_parser("train")
     p.add_argument("--preset", default="multi30k-de-en-attention")
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=50, help="at least 50 (one log record)")
     p.add_argument("--runs", type=int, default=3)
     p = sub.add_parser("translate")
     p.add_argument("--model", default=str(ROOT / "models" / "multi30k-de-en.pt"))

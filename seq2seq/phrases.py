@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import html
 import io
 import logging
 import math
@@ -215,7 +216,8 @@ def _score_chunk(
 ) -> Iterator[bytes]:
     """Score the chunk's unique pairs once each, then yield its lines in order."""
     pairs = list(dict.fromkeys((f[0].strip(), f[1].strip()) for f, _ in chunk))
-    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+    # Moses escapes & < > ' " [ ] | as XML entities; the model was trained on raw text
+    src, tgt = [html.unescape(p[0]) for p in pairs], [html.unescape(p[1]) for p in pairs]
     features = [[] for _ in pairs]
     models = [(translator, src, tgt)] + ([(reverse, tgt, src)] if reverse else [])
     for model, given, predicted in models:
