@@ -283,10 +283,18 @@ class Trainer:
             )
         if progress.step % cfg.valid_every == 0:
             self.validate()
-        if cfg.max_steps and progress.step >= cfg.max_steps:
+        if self._limits_reached():
             progress.done = True
-        if cfg.max_minutes and progress.train_seconds / 60 >= cfg.max_minutes:
-            progress.done = True
+
+    def _limits_reached(self) -> bool:
+        """Step, time, epoch or patience limit reached (a resumed run may raise them)."""
+        cfg, progress = self.train_cfg, self.progress
+        return bool(
+            (cfg.max_steps and progress.step >= cfg.max_steps)
+            or (cfg.max_minutes and progress.train_seconds / 60 >= cfg.max_minutes)
+            or (cfg.patience and progress.bad_validations >= cfg.patience)
+            or progress.epoch >= cfg.max_epochs
+        )
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -410,6 +418,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
         self.progress = Progress(**payload["progress"])
+        self.progress.done = self._limits_reached()  # --set may have raised a limit
         log.info("resumed from %s (step %d)", checkpoints[-1], self.progress.step)
 
     def _log(self, record: dict) -> None:

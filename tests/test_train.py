@@ -67,6 +67,16 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     assert_same_parameters(straight["optimizer"]["state"][0], resumed["optimizer"]["state"][0])
 
 
+def test_resume_a_finished_run_with_a_higher_limit(tiny_config, tmp_path):
+    config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=3"])
+    Trainer(config, tmp_path / "run").run()
+    Trainer(config, tmp_path / "run", resume=True).run()  # limits unchanged: nothing to do
+    assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 3
+    more = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=5"])
+    Trainer(more, tmp_path / "run", resume=True).run()
+    assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 5
+
+
 def test_a_finished_run_folder_is_not_overwritten(tiny_config, tmp_path):
     from seq2seq.data import DataError
 
