@@ -253,10 +253,9 @@ def phrase_signal(model: str, table: Path) -> str:
     log p(e|f'), which removes the target's own prior (length, rarity);
     Spearman: rank correlation with the table's direct phrase probability p(e|f).
     """
-    import html
     import random
 
-    from seq2seq.phrases import parse_line, score_pairs
+    from seq2seq.phrases import model_text, parse_line, score_pairs
     from seq2seq.translate import Translator
 
     translator = Translator.from_file(model)
@@ -264,8 +263,8 @@ def phrase_signal(model: str, table: Path) -> str:
     with gzip.open(table, "rt", encoding="utf-8") as f:
         for line in f:
             fields = parse_line(line.rstrip("\n"))
-            src.append(html.unescape(fields[0].strip()))
-            tgt.append(html.unescape(fields[1].strip()))
+            src.append(model_text(fields[0]))
+            tgt.append(model_text(fields[1]))
             direct.append(float(fields[2].split()[2]))  # p(e|f)
     rng = random.Random(0)
     shuffle = [rng.randrange(len(tgt)) for _ in tgt]

@@ -32,7 +32,7 @@ import torch
 
 from seq2seq.data import DataError, collate, open_text
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import Translator
+from seq2seq.translate import Translator, token_batches
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ def parse_line(line: str) -> list[str]:
     if not fields[0].strip() or not fields[1].strip():
         raise PhraseLineError("empty phrase")
     return fields
+
+
+def model_text(phrase: str) -> str:
+    """The text the model scores: Moses escapes & < > ' " [ ] | as XML entities,
+    and the models are trained on raw text."""
+    return html.unescape(phrase.strip())
 
 
 def format_line(fields: list[str], new_scores: list[str]) -> str:
@@ -115,22 +121,13 @@ def score_pairs(
     tgt_ids = _encode_unique(translator.tgt, tgt)
     order = sorted(range(len(src)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
     log_probs, lengths = [0.0] * len(src), [len(t) + 1 for t in tgt_ids]
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while (
-            end < len(order)
-            and (end - start + 1) * (len(src_ids[order[end]]) + len(tgt_ids[order[end]]) + 2)
-            <= batch_tokens
-        ):
-            end += 1
-        group = order[start:end]
+    pair_lengths = [len(s) + len(t) + 2 for s, t in zip(src_ids, tgt_ids)]  # with EOS each
+    for group in token_batches(order, pair_lengths, batch_tokens):
         batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
         batch = batch.to(translator.device)
         total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
         for i, value in zip(group, total.tolist()):
             log_probs[i] = value
-        start = end
     return log_probs, lengths
 
 
@@ -216,8 +213,7 @@ def _score_chunk(
 ) -> Iterator[bytes]:
     """Score the chunk's unique pairs once each, then yield its lines in order."""
     pairs = list(dict.fromkeys((f[0].strip(), f[1].strip()) for f, _ in chunk))
-    # Moses escapes & < > ' " [ ] | as XML entities; the model was trained on raw text
-    src, tgt = [html.unescape(p[0]) for p in pairs], [html.unescape(p[1]) for p in pairs]
+    src, tgt = [model_text(p[0]) for p in pairs], [model_text(p[1]) for p in pairs]
     features = [[] for _ in pairs]
     models = [(translator, src, tgt)] + ([(reverse, tgt, src)] if reverse else [])
     for model, given, predicted in models:

@@ -86,7 +86,7 @@ class Translator:
         for i in set(range(len(texts))) - set(todo):
             results[i] = Translation([""] * nbest, [0.0] * nbest)
         todo.sort(key=lambda i: len(ids[i]))
-        for group in _token_batches(todo, [len(s) + 1 for s in ids], batch_tokens // beam):
+        for group in token_batches(todo, [len(s) + 1 for s in ids], batch_tokens // beam):
             batch = collate([ids[i] for i in group], [[0]] * len(group)).to(self.device)
             for i, hyps in zip(group, self._search(batch, beam, nbest, keep_attention)):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
@@ -134,7 +134,7 @@ class Translator:
             yield from self.translate(chunk, beam, nbest, batch_tokens)
 
 
-def _token_batches(order: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
+def token_batches(order: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
     """Cut length-sorted indices into batches of at most `budget` padded tokens."""
     batch: list[int] = []
     for i in order:
