@@ -227,6 +227,12 @@ def bench_phrases(args: argparse.Namespace) -> None:
             f"{pairs / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB, {torch.get_num_threads()} "
             f"threads (median of {args.runs}, model load included)"
         )
+        seconds, rss = median_child(
+            seq2seq("score-phrases", "-m", args.model, "--pmi", str(args.table), "-o", out),
+            args.runs,
+            **quiet,
+        )
+        print(f"  with --pmi: {seconds:.1f} s, {pairs / seconds:,.0f} pairs/s, peak {rss:,.0f} MiB")
         print(f"  signal: {phrase_signal(args.model, args.table)}")
         for total in args.lines:
             # each line repeated in a row: chunk deduplication leaves the table's own
@@ -246,16 +252,16 @@ def bench_phrases(args: argparse.Namespace) -> None:
 
 
 def phrase_signal(model: str, table: Path) -> str:
-    """Does the score separate true pairs from false ones? Four views.
+    """Does the score separate true pairs from false ones?
 
     true > other target: log p(e|f) above log p(e'|f), e' the target of a random
-    other pair (sum and per token); true > other source: log p(e|f) above
-    log p(e|f'), which removes the target's own prior (length, rarity);
-    Spearman: rank correlation with the table's direct phrase probability p(e|f).
+    other pair (sum, per token, and --pmi: minus the model's prior of e and e');
+    true > other source: log p(e|f) above log p(e|f'), which cancels the target's
+    prior by construction; Spearman: rank correlation with the table's p(e|f).
     """
     import random
 
-    from seq2seq.phrases import model_text, parse_line, score_pairs
+    from seq2seq.phrases import model_text, parse_line, prior_log_probs, score_pairs
     from seq2seq.translate import Translator
 
     translator = Translator.from_file(model)
@@ -271,6 +277,9 @@ def phrase_signal(model: str, table: Path) -> str:
     true, lengths = score_pairs(translator, src, tgt)
     other_tgt, other_lengths = score_pairs(translator, src, [tgt[j] for j in shuffle])
     other_src, _ = score_pairs(translator, [src[j] for j in shuffle], tgt)
+    prior = prior_log_probs(translator, tgt)
+    pmi = [t - p for t, p in zip(true, prior)]
+    other_pmi = [o - prior[j] for o, j in zip(other_tgt, shuffle)]
     differ = [i for i, j in enumerate(shuffle) if tgt[i] != tgt[j] and src[i] != src[j]]
 
     def share(wins) -> str:
@@ -279,11 +288,13 @@ def phrase_signal(model: str, table: Path) -> str:
     per_token = [t / n for t, n in zip(true, lengths)]
     target_wins = share(true[i] > other_tgt[i] for i in differ)
     token_wins = share(per_token[i] > other_tgt[i] / other_lengths[i] for i in differ)
+    pmi_wins = share(pmi[i] > other_pmi[i] for i in differ)
     source_wins = share(true[i] > other_src[i] for i in differ)
     return (
         f"over {len(differ):,} pairs: true > other target {target_wins} (per token "
-        f"{token_wins}), true > other source {source_wins}; Spearman with p(e|f) "
-        f"{spearman(true, direct):.3f} (per token {spearman(per_token, direct):.3f})"
+        f"{token_wins}, --pmi {pmi_wins}), true > other source {source_wins}; Spearman with "
+        f"p(e|f) {spearman(true, direct):.3f} (per token {spearman(per_token, direct):.3f}, "
+        f"--pmi {spearman(pmi, direct):.3f})"
     )
 
 

@@ -146,7 +146,9 @@ def cmd_score_phrases(args: argparse.Namespace) -> int:
         raise ConfigError("--moses-ini needs -o/--output (the path the new moses.ini points to)")
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
     reverse = Translator.from_file(args.reverse_model, args.device) if args.reverse_model else None
-    options = ScoreOptions(as_log=args.log, per_token=args.per_token, skip_bad=args.skip_bad)
+    options = ScoreOptions(
+        as_log=args.log, per_token=args.per_token, pmi=args.pmi, skip_bad=args.skip_bad
+    )
     counts = score_table(args.table, args.output, translator, reverse, options)
     log.info("scored %d lines (%d skipped)", counts["lines"], counts["skipped"])
     if args.moses_ini:
@@ -268,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output table (.gz to compress; default stdout)")
     p.add_argument("--log", action="store_true", help="write the natural log, not a probability")
     p.add_argument("--per-token", action="store_true", help="length-normalised score")
+    p.add_argument(
+        "--pmi",
+        action="store_true",
+        help="divide by the target's prior p(e | empty source): how much the source raises it",
+    )
     p.add_argument("--reverse-model", metavar="M2", help="also append p(source | target)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad lines instead of stopping")
     p.add_argument(

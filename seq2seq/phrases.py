@@ -87,6 +87,7 @@ class ScoreOptions:
 
     as_log: bool = False
     per_token: bool = False
+    pmi: bool = False
     skip_bad: bool = False
     chunk_lines: int = CHUNK_LINES
     batch_tokens: int = BATCH_TOKENS
@@ -129,6 +130,21 @@ def score_pairs(
         for i, value in zip(group, total.tolist()):
             log_probs[i] = value
     return log_probs, lengths
+
+
+def prior_log_probs(
+    translator: Translator, texts: list[str], batch_tokens: int = BATCH_TOKENS
+) -> list[float]:
+    """log p(text | empty source): the model's prior of each target, once per unique text.
+
+    The conditional log p(e|f) is dominated by how likely e is on its own
+    (short, frequent phrases win whatever the source); subtracting this prior
+    leaves how much the source raises the target, a pointwise mutual information.
+    """
+    unique = list(dict.fromkeys(texts))
+    values, _ = score_pairs(translator, [""] * len(unique), unique, batch_tokens)
+    prior = dict(zip(unique, values))
+    return [prior[text] for text in texts]
 
 
 def score_table(
@@ -218,6 +234,9 @@ def _score_chunk(
     models = [(translator, src, tgt)] + ([(reverse, tgt, src)] if reverse else [])
     for model, given, predicted in models:
         log_probs, lengths = score_pairs(model, given, predicted, options.batch_tokens)
+        if options.pmi:
+            prior = prior_log_probs(model, predicted, options.batch_tokens)
+            log_probs = [value - base for value, base in zip(log_probs, prior)]
         for row, (value, length) in enumerate(zip(log_probs, lengths)):
             features[row].append(format_score(value, length, options.as_log, options.per_token))
     by_pair = dict(zip(pairs, features))

@@ -66,21 +66,30 @@ def test_output_differs_only_by_the_appended_score(text, translator, tmp_path):
         assert 0 < float(new) <= 1
 
 
-def test_score_equals_exp_of_model_score(translator, tmp_path):
+def model_log_prob(translator, src: str, tgt: str) -> float:
     import torch
 
     from seq2seq.data import collate
 
+    batch = collate(translator.src.encode([src]), translator.tgt.encode([tgt]))
+    with torch.no_grad():
+        total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+    return float(total[0])
+
+
+@pytest.mark.parametrize("pmi", [False, True])
+def test_score_equals_exp_of_model_score(pmi, translator, tmp_path):
     table = tmp_path / "t.gz"
     table.write_bytes(gzip.compress(CURRENT.encode()))
-    score_table(table, tmp_path / "out.gz", translator, options=ScoreOptions(as_log=True))
+    options = ScoreOptions(as_log=True, pmi=pmi)
+    score_table(table, tmp_path / "out.gz", translator, options=options)
     lines = gzip.decompress((tmp_path / "out.gz").read_bytes()).decode().splitlines()
     for line in lines:
         src, tgt, scores = line.split(" ||| ")[:3]
-        batch = collate(translator.src.encode([src]), translator.tgt.encode([tgt]))
-        with torch.no_grad():
-            total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
-        assert float(scores.split()[-1]) == pytest.approx(float(total[0]), rel=1e-4)
+        expected = model_log_prob(translator, src, tgt)
+        if pmi:  # minus the prior: the same target after an empty source
+            expected -= model_log_prob(translator, "", tgt)
+        assert float(scores.split()[-1]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
 def test_order_kept_on_a_shuffled_table_with_small_chunks(translator, tmp_path):
