@@ -136,7 +136,7 @@ def test_moses_ini_rewrite():
         update_moses_ini("[weight]\n", "x", 1)
 
 
-def test_cli_score_phrases_reverse_and_ini(tiny_model_file, shared_data, tmp_path):
+def test_cli_score_phrases_reverse_pmi_and_ini(tiny_model_file, shared_data, tmp_path):
     sample = shared_data / "phrase-tables" / "sample-de-en" / "phrase-table"
     ini = shared_data / "phrase-tables" / "notre-dame-fr-en" / "moses.ini"
     out = tmp_path / "scored.gz"
@@ -148,6 +148,7 @@ def test_cli_score_phrases_reverse_and_ini(tiny_model_file, shared_data, tmp_pat
                 str(tiny_model_file),
                 "--reverse-model",
                 str(tiny_model_file),
+                "--pmi",
                 str(sample),
                 "-o",
                 str(out),
