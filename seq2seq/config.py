@@ -7,6 +7,7 @@ and what is allowed, before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,9 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
     kind = _TYPES[f.type]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if type(value) is not kind:
         raise ConfigError(f"{name}: expected {f.type}, got {value!r}")
     choices = f.metadata.get("choices")

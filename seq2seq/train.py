@@ -337,9 +337,8 @@ class Trainer:
         if self.train_cfg.schedule == "plateau":
             self.scheduler.step(record.get("bleu", 0.0))
         patience = self.train_cfg.patience
-        if patience and progress.bad_validations >= patience:
+        if patience and progress.bad_validations >= patience:  # _limits_reached stops the run
             log.info("no dev BLEU gain in %d validations: stopping", patience)
-            progress.done = True
         progress.history.append(record)
         self._log(record)
         return record

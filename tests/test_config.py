@@ -50,6 +50,9 @@ def test_overrides_parse_yaml_scalars_and_validate(tmp_path):
     config = load_config(path, ["train.lr=0.5", "model.bidirectional=false", "data.src=fr"])
     assert config.train.lr == 0.5 and config.model.bidirectional is False
     assert config.data.src == "fr" and config.model.cell == "gru"
+    assert load_config(path, ["train.lr=1e-4"]).train.lr == 1e-4  # a string to YAML 1.1
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config(path, ["train.lr=fast"])
     with pytest.raises(ConfigError, match="unknown key train.learning_rate"):
         load_config(path, ["train.learning_rate=1"])
     with pytest.raises(ConfigError, match="expected section.key=value"):

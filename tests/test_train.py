@@ -77,6 +77,14 @@ def test_resume_a_finished_run_with_a_higher_limit(tiny_config, tmp_path):
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 5
 
 
+def test_early_stopping_after_patience_validations_without_gain(tiny_config, tmp_path):
+    # lr ~0: the dev BLEU never moves, so every validation after the first is "no gain"
+    overrides = ["train.lr=1e-9", "train.valid_every=2", "train.patience=2", "train.max_steps=50"]
+    config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", *overrides])
+    Trainer(config, tmp_path / "run").run()
+    assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 6
+
+
 def test_a_finished_run_folder_is_not_overwritten(tiny_config, tmp_path):
     from seq2seq.data import DataError
 
