@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py prepare   [--runs 3] [--scale 5000000]
     python scripts/benchmark.py cells     [--runs 5]
-    python scripts/benchmark.py train     [--preset P] [--steps 50] [--runs 3]
+    python scripts/benchmark.py train     [--preset P] [--set K=V ...] [--steps 50] [--runs 3]
     python scripts/benchmark.py translate [--model M] [--runs 3]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
 
@@ -139,34 +139,40 @@ def bench_cells(args: argparse.Namespace) -> None:
 
 
 def bench_train(args: argparse.Namespace) -> None:
-    print(f"preset {args.preset}, {args.steps} steps per run, median of {args.runs}")
-    for precision in ("fp32", "bf16"):
+    from seq2seq.config import load_config
+
+    config = load_config(args.preset, args.set)
+    flops = flops_per_target_token(config)
+    print(
+        f"preset {args.preset} {' '.join(args.set)}: {parameter_count(config):,} parameters, "
+        f"{args.steps} steps per run, median of {args.runs}; {flops / 1e6:.1f} MFLOP per target "
+        "token (forward + backward, counted by torch.utils.flop_counter)"
+    )
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         rates = []
         for run in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                run_child(
-                    seq2seq(
-                        "train",
-                        args.preset,
-                        "--run-dir",
-                        tmp,
-                        "--set",
-                        f"train.max_steps={args.steps}",
-                        "--set",
-                        "train.valid_every=100000",
-                        "--set",
-                        "train.valid_sentences=1",
-                        "--set",
-                        f"train.precision={precision}",
-                        "--set",
-                        f"train.seed={run + 1}",
-                    ),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                overrides = [
+                    *args.set,
+                    f"train.max_steps={args.steps}",
+                    "train.valid_every=100000",
+                    "train.valid_sentences=1",
+                    f"train.precision={precision}",
+                    f"train.seed={run + 1}",
+                ]
+                command = seq2seq("train", args.preset, "--run-dir", tmp)
+                for override in overrides:
+                    command += ["--set", override]
+                run_child(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 records = [json.loads(x) for x in Path(tmp, "log.jsonl").read_text().splitlines()]
                 rates.append([r for r in records if r["type"] == "train"][-1]["tokens_per_s"])
-        print(f"  {precision}: {statistics.median(rates):,.0f} target tokens/s")
+        rate = statistics.median(rates)
+        peak = gemm_gflops(dtype)
+        print(
+            f"  {precision}: {rate:,.0f} target tokens/s, {rate * flops / 1e9:.1f} GFLOP/s = "
+            f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
+            f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
+        )
     for run_dir in sorted(Path(ROOT / "runs").glob("*/log.jsonl")):
         records = [json.loads(x) for x in run_dir.read_text().splitlines()]
         valid = [r for r in records if r["type"] == "valid"]
@@ -176,6 +182,48 @@ def bench_train(args: argparse.Namespace) -> None:
                 f"  run {run_dir.parent.name}: best dev BLEU {best['bleu']} at step "
                 f"{best['step']} of {records[-1]['step']}"
             )
+
+
+def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
+    """GFLOP/s of a size x size matrix product on this process's threads, median of runs."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
+def parameter_count(config) -> int:
+    from seq2seq.model import build_model
+    from seq2seq.prepare import load_tokenizers
+
+    src_tok, tgt_tok, _ = load_tokenizers(config.data.dir)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_target_token(config, pairs: int = 256) -> float:
+    """Forward + backward FLOPs of a batch of random training pairs, per target token."""
+    import random
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from seq2seq.data import collate
+    from seq2seq.model import build_model, sequence_loss
+    from seq2seq.prepare import load_tokenizers
+    from seq2seq.train import load_corpus
+
+    src_tok, tgt_tok, _ = load_tokenizers(config.data.dir)
+    corpus = load_corpus(config, src_tok, tgt_tok)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    chosen = random.Random(0).sample(range(len(corpus.src)), pairs)
+    batch = collate([corpus.src[i] for i in chosen], [corpus.tgt[i] for i in chosen])
+    with FlopCounterMode(display=False) as counter:
+        sequence_loss(model(batch), batch.tgt_out, 0.0).backward()
+    return counter.get_total_flops() / sum(len(corpus.tgt[i]) + 1 for i in chosen)
 
 
 # ------------------------------------------------------------------ translate
@@ -326,6 +374,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p = sub.add_parser("train")
     p.add_argument("--preset", default="multi30k-de-en-attention")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=["model.hidden_size=512"],
+        help="config overrides; default: hidden 512, the size the issue and Joey NMT use",
+    )
     p.add_argument("--steps", type=int, default=50, help="at least 50 (one log record)")
     p.add_argument("--runs", type=int, default=3)
     p = sub.add_parser("translate")
