@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SEPARATOR = " ||| "
 FLOOR = 1e-30  # Moses takes the log of phrase-table scores: never write 0
+CEILING = 1e30  # a --pmi ratio can exceed 1; keep it a finite float
 CHUNK_LINES = 20_000
 BATCH_TOKENS = 1_500  # source + target tokens per batch; larger batches ran slower (cache)
 
@@ -74,11 +75,10 @@ def format_line(fields: list[str], new_scores: list[str]) -> str:
 
 
 def format_score(log_prob: float, length: int, as_log: bool, per_token: bool) -> str:
-    """One feature value: a probability (floored above 0) or its natural log."""
+    """One feature value: a probability (or --pmi ratio) kept in [FLOOR, CEILING], or its log."""
     value = log_prob / length if per_token else log_prob
-    if as_log:
-        return f"{max(value, math.log(FLOOR)):.6g}"
-    return f"{max(math.exp(value), FLOOR):.6g}"
+    value = min(max(value, math.log(FLOOR)), math.log(CEILING))
+    return f"{value:.6g}" if as_log else f"{math.exp(value):.6g}"
 
 
 @dataclass

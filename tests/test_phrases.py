@@ -48,6 +48,7 @@ def test_format_score_floors_and_logs():
     assert format_score(-1000.0, 3, as_log=False, per_token=False) == "1e-30"
     assert format_score(math.log(0.25), 2, as_log=False, per_token=True) == "0.5"
     assert format_score(-2.0, 4, as_log=True, per_token=False) == "-2"
+    assert format_score(5000.0, 1, as_log=False, per_token=False) == "1e+30"  # a --pmi ratio
 
 
 @pytest.mark.parametrize("text", [CURRENT, OLD, SAMPLE], ids=["current", "old", "sample"])
