@@ -205,13 +205,12 @@ def parameter_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_target_token(config, pairs: int = 256) -> float:
-    """Forward + backward FLOPs of a batch of random training pairs, per target token."""
-    import random
-
+def flops_per_target_token(config, batches: int = 8) -> float:
+    """Forward + backward FLOPs per target token over training batches as the trainer
+    makes them (length-sorted, so the padding is counted as training pays for it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from seq2seq.data import collate
+    from seq2seq.data import collate, make_batches
     from seq2seq.model import build_model, sequence_loss
     from seq2seq.prepare import load_tokenizers
     from seq2seq.train import load_corpus
@@ -219,11 +218,16 @@ def flops_per_target_token(config, pairs: int = 256) -> float:
     src_tok, tgt_tok, _ = load_tokenizers(config.data.dir)
     corpus = load_corpus(config, src_tok, tgt_tok)
     model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    chosen = random.Random(0).sample(range(len(corpus.src)), pairs)
-    batch = collate([corpus.src[i] for i in chosen], [corpus.tgt[i] for i in chosen])
-    with FlopCounterMode(display=False) as counter:
-        sequence_loss(model(batch), batch.tgt_out, 0.0).backward()
-    return counter.get_total_flops() / sum(len(corpus.tgt[i]) + 1 for i in chosen)
+    lengths = [[len(ids) + 1 for ids in side] for side in (corpus.src, corpus.tgt)]
+    epoch = make_batches(*lengths, config.train.batch_tokens, config.train.seed, 0)
+    flops = tokens = 0
+    for indices in epoch[:batches]:
+        batch = collate([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
+        with FlopCounterMode(display=False) as counter:
+            sequence_loss(model(batch), batch.tgt_out, 0.0).backward()
+        flops += counter.get_total_flops()
+        tokens += sum(lengths[1][i] for i in indices)
+    return flops / tokens
 
 
 # ------------------------------------------------------------------ translate
