@@ -5,7 +5,9 @@ the RNN Encoder-Decoder and added the score as one more feature of the
 log-linear model. `score_table` does that in chunks: a chunk of lines is
 parsed, its unique pairs are scored in length-sorted batches, and the lines
 are written back in order with only the new score(s) added to the third
-field. Memory does not grow with the size of the table.
+field. Memory does not grow with the size of the table. With `pmi` the
+score is p(e|f) / p(e|empty source), which separates true pairs from random
+ones far better than p(e|f) (README, "Phrase-pair scoring signal").
 
 Line format: `src ||| tgt ||| scores ||| alignment ||| counts [||| ...]`;
 older tables have fewer fields, and everything after the scores is copied
