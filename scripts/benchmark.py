@@ -142,9 +142,9 @@ def bench_train(args: argparse.Namespace) -> None:
     from seq2seq.config import load_config
 
     config = load_config(args.preset, args.set)
-    flops = flops_per_target_token(config)
+    parameters, flops = model_cost(config)
     print(
-        f"preset {args.preset} {' '.join(args.set)}: {parameter_count(config):,} parameters, "
+        f"preset {args.preset} {' '.join(args.set)}: {parameters:,} parameters, "
         f"{args.steps} steps per run, median of {args.runs}; {flops / 1e6:.1f} MFLOP per target "
         "token (forward + backward, counted by torch.utils.flop_counter)"
     )
@@ -196,18 +196,9 @@ def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
     return 2 * size**3 / statistics.median(seconds) / 1e9
 
 
-def parameter_count(config) -> int:
-    from seq2seq.model import build_model
-    from seq2seq.prepare import load_tokenizers
-
-    src_tok, tgt_tok, _ = load_tokenizers(config.data.dir)
-    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    return sum(p.numel() for p in model.parameters())
-
-
-def flops_per_target_token(config, batches: int = 8) -> float:
-    """Forward + backward FLOPs per target token over training batches as the trainer
-    makes them (length-sorted, so the padding is counted as training pays for it)."""
+def model_cost(config, batches: int = 8) -> tuple[int, float]:
+    """Parameters, and forward + backward FLOPs per target token over training batches
+    as the trainer makes them (length-sorted, so the padding is counted as training pays)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from seq2seq.data import collate, make_batches
@@ -227,7 +218,7 @@ def flops_per_target_token(config, batches: int = 8) -> float:
             sequence_loss(model(batch), batch.tgt_out, 0.0).backward()
         flops += counter.get_total_flops()
         tokens += sum(lengths[1][i] for i in indices)
-    return flops / tokens
+    return sum(p.numel() for p in model.parameters()), flops / tokens
 
 
 # ------------------------------------------------------------------ translate

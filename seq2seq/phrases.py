@@ -25,7 +25,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -33,7 +33,6 @@ from typing import IO
 import torch
 
 from seq2seq.data import DataError, collate, open_text
-from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import Translator, token_batches
 
 log = logging.getLogger(__name__)
@@ -105,11 +104,12 @@ def open_table(path: str | Path) -> IO[bytes]:
     return stream
 
 
-def _encode_unique(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Ids of each text; a phrase repeated in the chunk is encoded once."""
+def _per_unique(function: Callable[[list[str]], list], texts: list[str]) -> list:
+    """`function` of each text, called on the unique texts only: a phrase repeated
+    in the chunk is encoded (or scored) once."""
     unique = list(dict.fromkeys(texts))
-    ids = dict(zip(unique, tokenizer.encode(unique)))
-    return [ids[text] for text in texts]
+    results = dict(zip(unique, function(unique)))
+    return [results[text] for text in texts]
 
 
 @torch.inference_mode()
@@ -120,8 +120,8 @@ def score_pairs(
 
     Pairs are sorted by length and batched by tokens; order is restored.
     """
-    src_ids = _encode_unique(translator.src, src)
-    tgt_ids = _encode_unique(translator.tgt, tgt)
+    src_ids = _per_unique(translator.src.encode, src)
+    tgt_ids = _per_unique(translator.tgt.encode, tgt)
     order = sorted(range(len(src)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
     log_probs, lengths = [0.0] * len(src), [len(t) + 1 for t in tgt_ids]
     pair_lengths = [len(s) + len(t) + 2 for s, t in zip(src_ids, tgt_ids)]  # with EOS each
@@ -143,10 +143,9 @@ def prior_log_probs(
     (short, frequent phrases win whatever the source); subtracting this prior
     leaves how much the source raises the target, a pointwise mutual information.
     """
-    unique = list(dict.fromkeys(texts))
-    values, _ = score_pairs(translator, [""] * len(unique), unique, batch_tokens)
-    prior = dict(zip(unique, values))
-    return [prior[text] for text in texts]
+    return _per_unique(
+        lambda unique: score_pairs(translator, [""] * len(unique), unique, batch_tokens)[0], texts
+    )
 
 
 def score_table(
