@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
@@ -234,8 +235,15 @@ class FusedGRU(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
+        parameters = dict(self.gru.named_parameters())
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast leaves torch.nn.GRU in float32 (CUDA autocast casts
+            # the cuDNN call itself); cast here so the encoder runs in bf16 too
+            dtype = torch.get_autocast_dtype("cpu")
+            x = x.to(dtype)
+            parameters = {name: p.to(dtype) for name, p in parameters.items()}
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, finals = self.gru(packed)
+        outputs, finals = functional_call(self.gru, parameters, (packed,))
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.size(1))
         dirs = 2 if self.gru.bidirectional else 1
         return outputs, finals[-dirs:]  # top layer only

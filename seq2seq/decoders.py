@@ -165,28 +165,33 @@ class AttentionDecoder(nn.Module):
         weights = torch.softmax(energies, dim=-1)  # [B, S]
         return torch.bmm(weights[:, None], state.memory).squeeze(1), weights
 
-    def _advance(
-        self, input_gates: Tensor, embedded: Tensor, state: DecoderState
-    ) -> tuple[Tensor, DecoderState]:
+    def _advance(self, input_gates: Tensor, state: DecoderState) -> DecoderState:
+        """Attend with h_{i-1}, then one GRU step: the new state holds h_i and c_i."""
         context, weights = self.attend(state)
         hidden = gru_step(
             input_gates + self.input_context(context), self.recurrent(state.hidden), state.hidden
         )
+        return DecoderState(hidden, context, None, state.memory, state.keys, state.mask, weights)
+
+    def _output(self, hidden: Tensor, embedded: Tensor, context: Tensor) -> Tensor:
         features = self.out_hidden(hidden) + self.out_embedded(embedded) + self.out_context(context)
-        new_state = DecoderState(
-            hidden, context, None, state.memory, state.keys, state.mask, weights
-        )
-        return self.dropout(maxout(features)), new_state
+        return self.dropout(maxout(features))
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """embedded [B, E] (previous target word) -> features [B, L], new state."""
-        return self._advance(self.input(embedded), embedded, state)
+        state = self._advance(self.input(embedded), state)
+        return self._output(state.hidden, embedded, state.context), state
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
-        """Teacher forcing: embedded [B, T, E] -> features [B, T, L]."""
-        input_gates = self.input(embedded)  # [B, T, 3H], once for all steps
-        outputs = []
+        """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
+
+        Only attention and the recurrence loop; the input and output
+        projections run once over all steps (larger, faster matrix products).
+        """
+        input_gates = self.input(embedded)  # [B, T, 3H]
+        hiddens, contexts = [], []
         for t in range(embedded.size(1)):
-            features, state = self._advance(input_gates[:, t], embedded[:, t], state)
-            outputs.append(features)
-        return torch.stack(outputs, dim=1)
+            state = self._advance(input_gates[:, t], state)
+            hiddens.append(state.hidden)
+            contexts.append(state.context)
+        return self._output(torch.stack(hiddens, dim=1), embedded, torch.stack(contexts, dim=1))
