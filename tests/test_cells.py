@@ -134,6 +134,19 @@ def test_fused_gru_equals_step_by_step_loop_on_padded_batch(bidirectional, monke
         assert_close(out_f[row, :length], alone[0])
 
 
+def test_fused_gru_runs_in_the_cpu_autocast_dtype():
+    torch.manual_seed(0)
+    fused = FusedGRU(4, 3, 1, bidirectional=True, dropout=0.0).float()
+    x, lengths = torch.randn(3, 5, 4).float(), torch.tensor([5, 2, 4])
+    reference, _ = fused(x, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, finals = fused(x, lengths)
+    assert outputs.dtype == finals.dtype == torch.bfloat16
+    assert_close(outputs.float(), reference, atol=2e-2, rtol=0)
+    outputs.float().sum().backward()  # gradients reach the float32 parameters
+    assert fused.gru.weight_hh_l0.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize("name", ["gru", "gru1", "gru2", "gru3", "tanh", "lstm", "gru_reset_after"])
 def test_padding_never_changes_states(name):
     from seq2seq.cells import make_recurrent_layer
