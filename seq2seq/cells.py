@@ -168,12 +168,14 @@ def run_cell(cell: nn.Module, x: Tensor, mask: Tensor, reverse: bool) -> tuple[T
         outputs [B, T, n] and the final visible state [B, n].
     """
     batch, steps, _ = x.shape
-    projected = cell.project(x)  # [B, T, k], one product for all steps
+    # one product for all steps; unbind, because indexing [:, t] would make
+    # backward write a zero-padded [B, T, k] gradient for every step
+    projected = cell.project(x).unbind(1)
     state = x.new_zeros(batch, cell.state_size)
     outputs = [None] * steps
     for t in reversed(range(steps)) if reverse else range(steps):
         real = mask[:, t, None]
-        state = torch.where(real, cell.step(projected[:, t], state), state)
+        state = torch.where(real, cell.step(projected[t], state), state)
         outputs[t] = cell.output(state) * real
     return torch.stack(outputs, dim=1), cell.output(state)
 

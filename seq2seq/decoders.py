@@ -103,10 +103,9 @@ class ContextDecoder(nn.Module):
         W' e and the output projections run once over all steps; only the
         recurrence loops.
         """
-        input_gates = self.input(embedded)  # [B, T, 3H]
         hidden, states = state.hidden, []
-        for t in range(embedded.size(1)):
-            hidden = gru_step(input_gates[:, t], self.recurrent(hidden) + state.context, hidden)
+        for input_gates in self.input(embedded).unbind(1):  # unbind: see cells.run_cell
+            hidden = gru_step(input_gates, self.recurrent(hidden) + state.context, hidden)
             states.append(hidden)
         hiddens = torch.stack(states, dim=1)  # [B, T, H]
         features = (
@@ -188,10 +187,9 @@ class AttentionDecoder(nn.Module):
         Only attention and the recurrence loop; the input and output
         projections run once over all steps (larger, faster matrix products).
         """
-        input_gates = self.input(embedded)  # [B, T, 3H]
         hiddens, contexts = [], []
-        for t in range(embedded.size(1)):
-            state = self._advance(input_gates[:, t], state)
+        for input_gates in self.input(embedded).unbind(1):  # unbind: see cells.run_cell
+            state = self._advance(input_gates, state)
             hiddens.append(state.hidden)
             contexts.append(state.context)
         return self._output(torch.stack(hiddens, dim=1), embedded, torch.stack(contexts, dim=1))
