@@ -77,3 +77,23 @@ def test_tied_output_shares_the_embedding():
     assert model.output.weight is model.tgt_embedding.weight
     untied = tiny_model(tie_embeddings=False)
     assert untied.output.weight is not untied.tgt_embedding.weight
+
+
+def test_sequence_loss_in_bf16_matches_float32():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 50, dtype=torch.float32) * 3
+    tgt_out = torch.randint(1, 50, (3, 5))
+    tgt_out[0, 3:] = 0  # PAD
+    reference = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1),
+        tgt_out.flatten(),
+        ignore_index=0,
+        label_smoothing=0.1,
+        reduction="sum",
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sequence_loss(logits.bfloat16(), tgt_out, 0.1)
+        upcast = sequence_loss(logits.half(), tgt_out, 0.1)
+    assert loss.dtype == upcast.dtype == torch.float32
+    assert_close(loss, reference, rtol=1e-2, atol=0)
+    assert_close(upcast, reference, rtol=1e-3, atol=0)
