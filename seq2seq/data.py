@@ -13,6 +13,7 @@ import hashlib
 import random
 import socket
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,18 @@ def open_text(path: str | Path) -> IO[bytes]:
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
 
 
+def raw_lines(stream: IO[bytes], name: str | Path) -> Iterator[bytes]:
+    """The lines of a byte stream; a truncated or corrupt gzip stream is a `DataError`."""
+    try:
+        yield from stream
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{name}: truncated or corrupt gzip file ({error})") from None
+
+
 def read_lines(path: str | Path) -> Iterator[str]:
     """Lines of a UTF-8 file without the newline; bad UTF-8 names file and line."""
     with open_text(path) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(raw_lines(f, path), 1):
             try:
                 yield raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
@@ -141,8 +150,8 @@ def read_hub(name: str, split: str, src: str, tgt: str) -> Iterator[tuple[str, s
 
     if not _hub_reachable():
         raise DataError(
-            f"{name}: the datasets hub cannot be reached (offline?); "
-            "pass a local folder of {split}.{lang}[.gz] files instead"
+            f"{name}: no such file or folder, and the datasets hub cannot be reached "
+            "(offline?) to look it up as a corpus name"
         )
     path, _, subset = name.partition(":")
     try:

@@ -32,7 +32,7 @@ from typing import IO
 
 import torch
 
-from seq2seq.data import DataError, collate, open_text
+from seq2seq.data import DataError, collate, open_text, raw_lines
 from seq2seq.translate import Translator, token_batches
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def _chunks(
 ) -> Iterator[list[tuple[list[str], str]]]:
     """Lists of (fields, line ending), `chunk_lines` at a time; bad lines raise or skip."""
     chunk = []
-    for number, raw in enumerate(source, 1):
+    for number, raw in enumerate(raw_lines(source, name), 1):
         body = raw.rstrip(b"\r\n")
         ending = raw[len(body) :].decode("ascii")
         try:

@@ -89,7 +89,8 @@ def prepare_corpus(
     Returns:
         The statistics written to stats.json.
     """
-    out = Path(out)
+    out = Path(out).resolve()
+    check_output_folder(out, corpus)
     fmt = fmt or corpus_format(corpus)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -116,12 +117,62 @@ def prepare_corpus(
             },
         }
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
+
+
+def check_output_folder(out: Path, corpus: str) -> None:
+    """Refuse an `--out` that would destroy anything `prepare` did not write.
+
+    Allowed: a new folder, an empty one, or a folder an earlier `prepare`
+    wrote (its stats.json names every file in it). Never the working folder,
+    a folder above it, or the folder that holds the corpus.
+
+    Raises:
+        DataError: one line saying why the folder is refused.
+    """
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise DataError(f"--out {out}: is the working folder or one above it; name a new folder")
+    source = Path(corpus).resolve()
+    if Path(corpus).exists() and (out == source or out in source.parents):
+        raise DataError(f"--out {out}: holds the corpus {corpus}; name a new folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _prepared_files(out))
+    if foreign:
+        raise DataError(
+            f"--out {out}: exists and holds files prepare did not write ({foreign[0]}, ...); "
+            "name a new folder"
+        )
+
+
+def _prepared_files(folder: Path) -> set[str]:
+    """Names of the files an earlier `prepare` wrote into `folder` (empty if none)."""
+    try:
+        stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+        langs, splits = (stats["src"], stats["tgt"]), stats["splits"]
+        files = set(stats["tokenizer"]["files"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return {"stats.json", *files, *(f"{split}.{lang}" for split in splits for lang in langs)}
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move `new` to `out`; an old `out` is moved aside first and removed last,
+    so a crash leaves the old or the new folder, never neither."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = out.parent / f".{out.name}.old{os.getpid()}"
+    out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old)
 
 
 def _write_splits(

@@ -129,3 +129,11 @@ def test_batches_are_deterministic_per_seed_and_epoch():
 def test_a_pair_longer_than_the_budget_gets_its_own_batch():
     batches = make_batches([100, 3, 3], [100, 3, 3], batch_tokens=50, seed=0, epoch=0)
     assert [0] in batches and sorted(i for b in batches for i in b) == [0, 1, 2]
+
+
+def test_a_missing_relative_path_is_named_as_missing(tmp_path, monkeypatch):
+    from seq2seq.data import read_hub
+
+    monkeypatch.setattr("seq2seq.data._hub_reachable", lambda: False)
+    with pytest.raises(DataError, match="no such file or folder"):
+        next(read_hub("data/nope-de-en", "train", "de", "en"))

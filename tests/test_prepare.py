@@ -85,3 +85,56 @@ def test_real_corpora_prepare_and_round_trip(shared_data, tmp_path, corpus, src,
     if corpus == "multi30k":
         batches = make_batches(lengths[src], lengths[tgt], 4000, seed=1, epoch=0)
         assert padding_efficiency(batches, lengths[src], lengths[tgt]) >= 0.9
+
+
+def _unrelated_folder(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("mine")
+    return folder
+
+
+def test_out_that_is_not_a_prepared_folder_is_refused_and_kept(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    user = _unrelated_folder(tmp_path / "user")
+    monkeypatch.chdir(user)
+    refused = [
+        user,  # --out .
+        tmp_path,  # a parent of the working folder
+        tiny_corpus,  # the corpus itself
+        tiny_corpus.parent,  # the folder above the corpus
+    ]
+    for out in refused:
+        with pytest.raises(DataError, match="--out"):
+            prepare_corpus(str(tiny_corpus), "de", "en", out, vocab_size=300)
+    assert (user / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tiny_corpus.iterdir()) == sorted(
+        f"{s}.{lang}" for s in ("train", "val", "test") for lang in ("de", "en")
+    )
+    other = _unrelated_folder(tmp_path / "other")
+    with pytest.raises(DataError, match="holds files prepare did not write"):
+        prepare_corpus(str(tiny_corpus), "de", "en", other, vocab_size=300)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "user"]
+
+
+def test_a_prepared_folder_is_replaced_unless_it_holds_user_files(tiny_corpus, tmp_path):
+    out = tmp_path / "p"
+    prepare_corpus(str(tiny_corpus), "de", "en", out, vocab_size=300)
+    prepare_corpus(str(tiny_corpus), "de", "en", out, vocab_size=300, joint=True)
+    assert json.loads((out / "stats.json").read_text())["tokenizer"]["joint"]
+    assert not (out / "spm.de.model").exists()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="notes.txt"):
+        prepare_corpus(str(tiny_corpus), "de", "en", out, vocab_size=300)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+
+
+def test_truncated_gzip_corpus_is_one_data_error(tmp_path):
+    folder = write_folder(tmp_path / "c", {"train": 2000}, gz=True)
+    data = (folder / "train.en.gz").read_bytes()
+    (folder / "train.en.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt gzip"):
+        prepare_corpus(str(folder), "de", "en", tmp_path / "out", vocab_size=300)
+    assert not (tmp_path / "out").exists()
