@@ -151,7 +151,8 @@ def read_hub(name: str, split: str, src: str, tgt: str) -> Iterator[tuple[str, s
     if not _hub_reachable():
         raise DataError(
             f"{name}: no such file or folder, and the datasets hub cannot be reached "
-            "(offline?) to look it up as a corpus name"
+            "(offline?) to look it up as a corpus name; pass a local folder of "
+            "{split}.{lang}[.gz] files instead"
         )
     path, _, subset = name.partition(":")
     try:
