@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from seq2seq.files import atomic_path
+
 FORMAT_VERSION = 1
 KINDS = ("model", "checkpoint")
 
@@ -30,17 +32,10 @@ def save_file(payload: dict[str, Any], path: str | Path) -> None:
     A crash at any point leaves either the old file or the new one under
     `path`, never a half-written one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
@@ -53,6 +48,8 @@ def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
             another format version, or a model where a checkpoint is needed.
     """
     path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():  # a training run folder
+        path = path / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; its index is at the end
@@ -77,7 +74,25 @@ def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
         )
     if kind == "checkpoint" and payload["kind"] != "checkpoint":
         raise CheckpointError(f"{path}: a final model file, not a training checkpoint")
+    _check_parts(path, payload)
     return payload
+
+
+def _check_parts(path: Path, payload: dict[str, Any]) -> None:
+    """The parts every model file has, of the right types, with finite weights."""
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path}: damaged model file (no config)")
+    tokenizers = payload.get("tokenizers")
+    if not isinstance(tokenizers, dict) or not all(
+        isinstance(tokenizers.get(side), bytes) for side in ("src", "tgt")
+    ):
+        raise CheckpointError(f"{path}: damaged model file (no tokenizers)")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: damaged model file (no state_dict)")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values")
 
 
 def model_payload(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,8 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
             value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if type(value) is not kind:
         raise ConfigError(f"{name}: expected {f.type}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name}: {value!r} is not a finite number")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
@@ -180,13 +183,21 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.key=value` strings; values are parsed as YAML scalars."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a mapping of sections, got a " + type(raw).__name__)
+    for section, values in raw.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
     raw = {k: dict(v or {}) for k, v in raw.items()}
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        try:
+            raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return raw
 
 
@@ -195,8 +206,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     path = resolve_preset(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: not valid YAML ({where}{problem})") from None
     return config_from_dict(apply_overrides(raw, list(overrides)))
 
 
@@ -220,3 +236,22 @@ def resolve_preset(path: str | Path) -> Path:
     if preset.is_file():
         return preset
     raise ConfigError(f"{path}: no such file or preset; presets: {', '.join(preset_names())}")
+
+
+def check_device(name: str) -> str:
+    """`name` if torch can run on that device here, else a `ConfigError`."""
+    import torch  # config stays importable without torch for the YAML tools
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r}: seq2seq runs on cpu, cuda or mps")
+    return name

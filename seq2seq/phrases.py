@@ -22,7 +22,6 @@ import html
 import io
 import logging
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from typing import IO
 import torch
 
 from seq2seq.data import DataError, collate, open_text, raw_lines
+from seq2seq.files import atomic_path
 from seq2seq.translate import Translator, token_batches
 
 log = logging.getLogger(__name__)
@@ -165,31 +165,23 @@ def score_table(
     """
     options = options or ScoreOptions()
     counts = {"lines": 0, "skipped": 0}
-    final = Path(output) if output else None
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}") if final else None
-    try:
-        with contextlib.ExitStack() as stack:
-            sink = sys.stdout.buffer
-            if tmp:
-                sink = _open_output(tmp, final.name.endswith(".gz"), stack)
-            source = stack.enter_context(open_table(table))
-            for chunk in _chunks(source, table, options, counts):
-                for line in _score_chunk(chunk, translator, reverse, options):
-                    sink.write(line)
-                counts["lines"] += len(chunk)
-            sink.flush()
-        if tmp:
-            os.replace(tmp, final)
-    finally:
-        if tmp:
-            tmp.unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout.buffer
+        if output:
+            tmp = stack.enter_context(atomic_path(output))
+            sink = _open_output(tmp, str(output).endswith(".gz"), stack)
+        source = stack.enter_context(open_table(table))
+        for chunk in _chunks(source, table, options, counts):
+            for line in _score_chunk(chunk, translator, reverse, options):
+                sink.write(line)
+            counts["lines"] += len(chunk)
+        sink.flush()
     if counts["skipped"]:
         log.warning("skipped %d bad lines", counts["skipped"])
     return counts
 
 
 def _open_output(path: Path, compress: bool, stack: contextlib.ExitStack) -> IO[bytes]:
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = stack.enter_context(path.open("wb"))
     if compress:  # no name or time in the header: same input, same bytes
         return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=""))

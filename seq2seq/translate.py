@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import load_file
-from seq2seq.config import Config, config_from_dict
+from seq2seq.checkpoint import CheckpointError, load_file
+from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.search import Hypothesis, beam_search, greedy_search
@@ -49,14 +49,26 @@ class Translator:
     def from_file(cls, path: str | Path, device: str = "cpu") -> Translator:
         """Load a model file (or training checkpoint); weights become float32."""
         payload = load_file(path)
-        config = config_from_dict(payload["config"])
-        src = Tokenizer(payload["tokenizers"]["src"])
-        tgt = Tokenizer(payload["tokenizers"]["tgt"])
+        try:
+            config = config_from_dict(payload["config"])
+        except ConfigError as error:
+            raise CheckpointError(f"{path}: its config is not valid ({error})") from None
+        try:
+            src = Tokenizer(payload["tokenizers"]["src"])
+            tgt = Tokenizer(payload["tokenizers"]["tgt"])
+        except RuntimeError:
+            raise CheckpointError(f"{path}: its tokenizers cannot be read") from None
         model = build_model(config.model, src.vocab_size, tgt.vocab_size)
         state = {
             k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
         }
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[-1].strip()[:200]
+            raise CheckpointError(
+                f"{path}: its weights do not match its config ({first})"
+            ) from None
         return cls(model, src, tgt, config, device)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:

@@ -105,3 +105,55 @@ def test_export_half_keeps_outputs_close(tiny_model_file, tmp_path):
     assert one.texts == other.texts
     assert one.scores[0] == pytest.approx(other.scores[0], abs=1e-3)
     assert (tmp_path / "half.pt").stat().st_size < tiny_model_file.stat().st_size
+
+
+def _first_weight(payload):
+    return next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+
+
+def _damage(payload, how):
+    state = payload["state_dict"]
+    if how in ("config", "tokenizers", "state_dict"):
+        del payload[how]
+    elif how == "shape":
+        state[_first_weight(payload)] = state[_first_weight(payload)][:1]
+    elif how == "missing-weight":
+        del state[_first_weight(payload)]
+    elif how == "tokenizer-bytes":
+        payload["tokenizers"]["src"] = b"not a sentencepiece model"
+    elif how == "config-mismatch":
+        payload["config"]["model"]["hidden_size"] *= 2
+    elif how == "bad-config":
+        payload["config"]["model"]["cell"] = "transformer"
+    elif how == "nan":
+        state[_first_weight(payload)] = state[_first_weight(payload)] * float("nan")
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("config", "no config"),
+        ("tokenizers", "no tokenizers"),
+        ("state_dict", "no state_dict"),
+        ("shape", "weights do not match its config"),
+        ("missing-weight", "weights do not match its config"),
+        ("tokenizer-bytes", "tokenizers cannot be read"),
+        ("config-mismatch", "weights do not match its config"),
+        ("bad-config", "config is not valid"),
+        ("nan", "NaN or infinite"),
+    ],
+)
+def test_damaged_model_files_get_one_line(tiny_model_file, tmp_path, how, message, capsys):
+    from seq2seq.cli import main
+
+    payload = torch.load(tiny_model_file, weights_only=True)
+    _damage(payload, how)
+    path = tmp_path / "m.pt"
+    torch.save(payload, path)
+    assert main(["translate", "-m", str(path), "der hund"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+
+
+def test_a_run_folder_stands_for_its_model(tiny_model_file):
+    assert load_file(tiny_model_file.parent)["kind"] == "model"

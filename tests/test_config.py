@@ -67,3 +67,37 @@ def test_every_preset_loads(name):
 def test_missing_file_lists_presets():
     with pytest.raises(ConfigError, match="no such file or preset; presets: .*tiny"):
         load_config("nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("train: 5\n", "train: expected a mapping"),
+        ("- data\n- model\n", "expected a mapping of sections"),
+        ("train:\n  lr: .nan\n", "train.lr: nan is not a finite number"),
+        ("train:\n  lr: .inf\n", "train.lr: inf is not a finite number"),
+        ("train: {lr: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+
+
+def test_set_with_bad_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("tiny", ["train.lr=[1, 2"])
+
+
+def test_devices_that_cannot_run_here_are_refused():
+    from seq2seq.config import check_device
+
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="not a torch device"):
+        check_device("tpu9")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            check_device("cuda")

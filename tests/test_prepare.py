@@ -93,9 +93,7 @@ def _unrelated_folder(folder):
     return folder
 
 
-def test_out_that_is_not_a_prepared_folder_is_refused_and_kept(
-    tiny_corpus, tmp_path, monkeypatch
-):
+def test_out_that_is_not_a_prepared_folder_is_refused_and_kept(tiny_corpus, tmp_path, monkeypatch):
     user = _unrelated_folder(tmp_path / "user")
     monkeypatch.chdir(user)
     refused = [
