@@ -10,12 +10,14 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
-from seq2seq.config import ConfigError, preset_names
+from seq2seq.config import ConfigError, check_device, preset_names
 from seq2seq.data import DataError
+from seq2seq.files import atomic_path
 from seq2seq.tokenizer import TokenizerError
 
 log = logging.getLogger("seq2seq")
@@ -49,11 +51,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seq2seq.train import Trainer
 
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    overrides = args.set + ([f"train.threads={args.threads}"] if args.threads else [])
     if args.resume:
         run_dir = Path(args.resume)
-        config = load_config(run_dir / "config.yaml", args.set)
+        config = load_config(run_dir / "config.yaml", overrides)
     else:
-        config = load_config(args.config, args.set)
+        if not args.config:
+            raise ConfigError("train needs a config: a YAML file or a preset name")
+        config = load_config(args.config, overrides)
     model_path = Trainer(config, run_dir, resume=bool(args.resume)).run()
     print(model_path)
     return 0
@@ -82,22 +87,27 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     from seq2seq.translate import Translator
 
-    if args.nbest > 1 and (args.beam or 2) < args.nbest:
-        raise ConfigError(f"--nbest {args.nbest} needs --beam >= {args.nbest}")
+    if args.plot_attention and not args.text:
+        raise ConfigError("--plot-attention needs the sentence as an argument")
+    _check_distinct(args.input, args.output, "--input", "--output")
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    beam = args.beam or translator.config.search.beam
+    if args.nbest > beam:
+        raise ConfigError(f"--nbest {args.nbest} needs --beam >= {args.nbest} (the beam is {beam})")
     if args.plot_attention:
         from seq2seq.plots import plot_attention
 
-        plot_attention(translator, " ".join(args.text), args.plot_attention)
+        print(plot_attention(translator, " ".join(args.text), args.plot_attention, beam))
+        log.info("attention weights drawn to %s", args.plot_attention)
         return 0
     with contextlib.ExitStack() as stack:
+        lines = _input_lines(args, stack)
         out = sys.stdout
-        if args.output:
-            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        results = translator.translate_stream(
-            _input_lines(args, stack), args.beam, args.nbest, args.batch_tokens
-        )
-        bar = stack.enter_context(tqdm(unit=" lines", disable=not args.output))
+        if args.output:  # written under a temporary name: a killed run leaves no partial file
+            tmp = stack.enter_context(atomic_path(args.output))
+            out = stack.enter_context(tmp.open("w", encoding="utf-8"))
+        results = translator.translate_stream(lines, beam, args.nbest, args.batch_tokens)
+        bar = stack.enter_context(tqdm(unit=" lines", disable=None if args.output else True))
         for index, result in enumerate(results):
             if args.nbest > 1:
                 for text, score in zip(result.texts, result.scores):
@@ -108,11 +118,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_distinct(source: str | None, target: str | None, source_flag: str, flag: str) -> None:
+    """Refuse to write over an input file."""
+    if source and target and Path(source).resolve() == Path(target).resolve():
+        raise ConfigError(f"{flag} {target} is the {source_flag} file; name another file")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.data import read_lines
     from seq2seq.evaluate import score_corpus
 
     refs = list(read_lines(args.ref))
+    if not refs:
+        raise DataError(f"{args.ref}: no lines to score")
     if args.hyp:
         hyps = list(read_lines(args.hyp))
     else:
@@ -176,21 +194,90 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from seq2seq.checkpoint import export_model
 
-    metrics = json.loads(args.metrics) if args.metrics else {}
+    try:
+        metrics = json.loads(args.metrics) if args.metrics else {}
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--metrics: not valid JSON ({error})") from None
+    if not isinstance(metrics, dict):
+        raise ConfigError("--metrics: expected a JSON object, e.g. '{\"test_bleu\": 40.1}'")
     export_model(args.model, args.output, args.half, metrics)
     print(args.output)
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit status 1, like every other refused input."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(kind: type, low: float, above: bool = False, high: float | None = None):
+    """An argparse type: a finite `kind` >= low (> low with `above`), <= high."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if above else '>='} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = _number(int, 1)
+finite_float = _number(float, -math.inf)
+
+
+def device_type(text: str) -> str:
+    try:
+        return check_device(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their options."""
-    parser = argparse.ArgumentParser(
-        prog="seq2seq", description="GRU encoder-decoder translation (Cho et al. 2014)."
+    parser = Parser(
+        prog="seq2seq",
+        description="GRU encoder-decoder translation (Cho et al. 2014).",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads for torch and SentencePiece (default: torch's choice; "
+        "train: train.threads)",
+    )
 
-    p = sub.add_parser("prepare", help="clean a corpus and train SentencePiece")
+    def command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, parents=[common], formatter_class=HelpFormatter, **kwargs
+        )
+
+    def device(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", type=device_type, default="cpu", help="cpu, cuda, cuda:N, mps")
+
+    p = command("prepare", "clean a corpus and train SentencePiece")
     p.add_argument(
         "corpus",
         help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
@@ -198,18 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")
-    p.add_argument("--out", required=True, help="output folder, e.g. data/multi30k-de-en")
-    p.add_argument("--vocab-size", type=int, default=8000, help="pieces per model")
-    p.add_argument("--joint", action="store_true", help="one model for both languages")
-    p.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
-    p.add_argument("--character-coverage", type=float, default=1.0)
-    p.add_argument("--max-words", type=int, default=100, help="drop longer pairs")
     p.add_argument(
-        "--max-ratio", type=float, default=9.0, help="drop pairs with a larger word-count ratio"
+        "--out",
+        required=True,
+        help="output folder, e.g. data/multi30k-de-en: a new folder, or one an earlier "
+        "prepare wrote (it is replaced)",
+    )
+    p.add_argument("--vocab-size", type=_number(int, 16), default=8000, help="pieces per model")
+    p.add_argument("--joint", action="store_true", help="one model for both languages")
+    p.add_argument(
+        "--model-type", choices=("bpe", "unigram"), default="bpe", help="SentencePiece model"
+    )
+    p.add_argument(
+        "--character-coverage",
+        type=_number(float, 0, above=True, high=1),
+        default=1.0,
+        help="share of characters SentencePiece covers with pieces of their own",
+    )
+    p.add_argument("--max-words", type=positive_int, default=100, help="drop longer pairs")
+    p.add_argument(
+        "--max-ratio",
+        type=_number(float, 1),
+        default=9.0,
+        help="drop pairs with a larger word-count ratio",
     )
     p.add_argument(
         "--valid-percent",
-        type=float,
+        type=_number(float, 0, above=True, high=50),
         default=1.0,
         help="held-out share of a single-file corpus (TSV, Moses)",
     )
@@ -220,10 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser(
-        "train",
-        help="train a model from a config",
-        description=f"Presets: {', '.join(preset_names())}",
+    p = command(
+        "train", "train a model from a config", description=f"Presets: {', '.join(preset_names())}"
     )
     p.add_argument("config", nargs="?", default="", help="YAML file or preset name")
     p.add_argument(
@@ -237,31 +337,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("translate", help="translate text with a model file")
+    p = command("translate", "translate text with a model file")
     p.add_argument("text", nargs="*", help="sentences (default: stdin or --input)")
-    p.add_argument("-m", "--model", help=f"model file (default {DEFAULT_MODEL.name})")
+    p.add_argument(
+        "-m", "--model", help=f"model file or run folder (default models/{DEFAULT_MODEL.name})"
+    )
     p.add_argument("--input", help="input file, one sentence a line")
     p.add_argument("--output", help="output file (default stdout)")
-    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model)")
-    p.add_argument("--nbest", type=int, default=1, help="write K best as 'i ||| text ||| score'")
-    p.add_argument("--batch-tokens", type=int, help="source tokens x beam per batch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--plot-attention", metavar="PNG", help="draw attention weights")
+    p.add_argument(
+        "--beam", type=positive_int, help="beam size (1 = greedy; default from the model)"
+    )
+    p.add_argument(
+        "--nbest", type=positive_int, default=1, help="write K best as 'i ||| text ||| score'"
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=positive_int,
+        help="source tokens x beam per batch (default from the model)",
+    )
+    device(p)
+    p.add_argument(
+        "--plot-attention", metavar="PNG", help="draw the attention weights of one sentence"
+    )
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("evaluate", help="BLEU and chrF with sacreBLEU signatures")
-    p.add_argument("-m", "--model", help="model file (default: the shipped model)")
+    p = command("evaluate", "BLEU and chrF with sacreBLEU signatures")
+    p.add_argument("-m", "--model", help="model file or run folder (default: the shipped model)")
     p.add_argument("--src", help="source file to translate")
     p.add_argument("--hyp", help="existing system output instead of -m/--src")
     p.add_argument("--ref", required=True, help="reference file")
-    p.add_argument("--beam", type=int, help="beam size (default from the model)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--beam", type=positive_int, help="beam size (default from the model)")
+    device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = command(
         "score-phrases",
-        help="append model scores to a Moses phrase table",
+        "append model scores to a Moses phrase table",
         description="Appends p(target | source) (Cho et al. 2014a) to the scores "
         "field of every line; all other bytes are kept.",
     )
@@ -283,26 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("IN", "OUT"),
         help="write a moses.ini using the new table and feature(s)",
     )
-    p.add_argument("--weight", type=float, default=0.2, help="initial weight of new features")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--weight", type=finite_float, default=0.2, help="initial weight of new features"
+    )
+    device(p)
     p.set_defaults(func=cmd_score_phrases)
 
-    p = sub.add_parser("phrase-space", help="2-D PCA map of phrase representations c")
+    p = command("phrase-space", "2-D PCA map of phrase representations c")
     p.add_argument("phrases", help="text file, one source phrase a line")
     p.add_argument("-m", "--model", help="model file")
     p.add_argument("-o", "--output", default="phrase-space.png", help="PNG path")
-    p.add_argument("--device", default="cpu")
+    device(p)
     p.set_defaults(func=cmd_phrase_space)
 
-    p = sub.add_parser("export", help="write a compact model file (no training state)")
+    p = command("export", "write a compact model file (no training state)")
     p.add_argument("model", help="model file or training checkpoint")
     p.add_argument("output", help="new model file, e.g. models/NAME.pt")
     p.add_argument("--half", action="store_true", help="store weights as float16")
     p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("plot", help="draw training curves of a run to a PNG")
-    p.add_argument("run_dir")
+    p = command("plot", "draw training curves of a run to a PNG")
+    p.add_argument("run_dir", help="training run folder (holds log.jsonl)")
     p.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
     return parser
@@ -317,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if args.threads and args.command != "train":  # train takes it as train.threads
+        import torch
+
+        from seq2seq.tokenizer import set_threads
+
+        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     try:
         return args.func(args)
     except (ConfigError, DataError, CheckpointError, TokenizerError, OSError) as error:

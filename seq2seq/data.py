@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
+import re
 import socket
 import unicodedata
 import zlib
@@ -29,6 +30,9 @@ SPLIT_NAMES = {
     "val": ("val", "valid", "validation", "dev"),
     "test": ("test_2016_flickr", "test"),
 }
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DataError(ValueError):
@@ -62,7 +66,8 @@ def read_lines(path: str | Path) -> Iterator[str]:
 
 
 def clean(text: str) -> str:
-    """NFC, no-break spaces to spaces, whitespace collapsed."""
+    """NFC, no-break spaces to spaces, whitespace collapsed, lone surrogates replaced."""
+    text = LONE_SURROGATE.sub("\ufffd", text)  # a Python str can hold them; UTF-8 cannot
     text = unicodedata.normalize("NFC", text)
     return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
 
@@ -237,12 +242,18 @@ def pad(seqs: list[list[int]], value: int = PAD_ID) -> torch.Tensor:
     return out
 
 
+def collate_sources(src: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source ids [B, S] with EOS appended and padded, and their lengths [B]."""
+    src_ids = [s + [EOS_ID] for s in src]
+    return pad(src_ids), torch.tensor([len(s) for s in src_ids])
+
+
 def collate(src: list[list[int]], tgt: list[list[int]]) -> Batch:
     """Make a `Batch` from source and target id lists (no BOS/EOS yet)."""
-    src_ids = [s + [EOS_ID] for s in src]
+    src_ids, src_lengths = collate_sources(src)
     return Batch(
-        src_ids=pad(src_ids),
-        src_lengths=torch.tensor([len(s) for s in src_ids]),
+        src_ids=src_ids,
+        src_lengths=src_lengths,
         tgt_in=pad([[BOS_ID] + t for t in tgt]),
         tgt_out=pad([t + [EOS_ID] for t in tgt]),
     )

@@ -31,7 +31,7 @@ from typing import IO
 
 import torch
 
-from seq2seq.data import DataError, collate, open_text, raw_lines
+from seq2seq.data import DataError, collate, collate_sources, open_text, raw_lines
 from seq2seq.files import atomic_path
 from seq2seq.translate import Translator, token_batches
 
@@ -270,8 +270,11 @@ def update_moses_ini(text: str, table_path: str, added: int, weight: float = 0.2
 def phrase_space(translator: Translator, phrases: list[str]) -> torch.Tensor:
     """The encoder summaries c of `phrases`, projected to 2-D by PCA: [N, 2]."""
     ids = translator.encode_sources(phrases)
-    batch = collate(ids, [[0]] * len(ids)).to(translator.device)
-    summary = translator.model.encode(batch.src_ids, batch.src_lengths).summary.float().cpu()
+    src_ids, src_lengths = collate_sources(ids)
+    encoded = translator.model.encode(
+        src_ids.to(translator.device), src_lengths.to(translator.device)
+    )
+    summary = encoded.summary.float().cpu()
     centred = summary - summary.mean(dim=0)
     _, _, components = torch.linalg.svd(centred, full_matrices=False)
     return centred @ components[:2].T

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import ConfigError
+from seq2seq.data import collate_sources
+from seq2seq.search import forced_attention
 from seq2seq.translate import Translator
 
 
@@ -51,30 +53,32 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     return output
 
 
-def plot_attention(translator: Translator, text: str, output: str | Path) -> Path:
-    """Draw the source x target attention weights of a greedy translation."""
+def plot_attention(translator: Translator, text: str, output: str | Path, beam: int) -> str:
+    """Translate `text` with `beam` and draw the source x target attention weights.
+
+    Returns:
+        The translation that was drawn.
+    """
     if translator.config.model.decoder != "attention":
         raise ConfigError(
             f"the model has a {translator.config.model.decoder} decoder: no attention to draw"
         )
-    result = translator.translate([text], beam=1, keep_attention=True)[0]
+    result = translator.translate([text], beam=beam)[0]
     src_ids = translator.encode_sources([text])[0]
-    tgt_ids = translator.tgt.encode([result.texts[0]])[0]
-    weights = result.attention.float().numpy()  # [T, S]
+    src_tensor = collate_sources([src_ids])[0].to(translator.device)
+    weights = forced_attention(translator.model, src_tensor, result.tokens).numpy()  # [T, S]
     if translator.config.model.encoder == "grconv":
         weights = weights[:, : len(src_ids) + 1]  # the leaves only
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1 + 0.5 * weights.shape[1], 1 + 0.4 * weights.shape[0]))
     ax.imshow(weights, cmap="Greys", vmin=0, vmax=1)
     ax.set_xticks(range(weights.shape[1]), translator.src.pieces(src_ids) + ["</s>"], rotation=90)
-    ax.set_yticks(
-        range(weights.shape[0]), (translator.tgt.pieces(tgt_ids) + ["</s>"])[: weights.shape[0]]
-    )
+    ax.set_yticks(range(weights.shape[0]), translator.tgt.pieces(result.tokens) + ["</s>"])
     ax.set(xlabel="source", ylabel="translation")
     fig.tight_layout()
     fig.savefig(output, dpi=100)
     plt.close(fig)
-    return Path(output)
+    return result.texts[0]
 
 
 def plot_phrase_space(labels: list[str], points: torch.Tensor, output: str | Path) -> Path:

@@ -23,7 +23,6 @@ class Hypothesis:
     tokens: list[int]
     log_prob: float
     score: float
-    attention: Tensor | None = None  # [T, S] for greedy search, if asked
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
@@ -43,7 +42,6 @@ def greedy_search(
     src_lengths: Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
-    keep_attention: bool = False,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of sentences.
 
@@ -53,7 +51,6 @@ def greedy_search(
         src_lengths: [B].
         max_len_a: maximum length factor.
         max_len_b: maximum length offset.
-        keep_attention: return the attention weights (attention decoders).
 
     Returns:
         One hypothesis per sentence, in input order.
@@ -64,7 +61,7 @@ def greedy_search(
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
     log_prob = torch.zeros(batch, device=src_ids.device)
-    steps, weights = [], []
+    steps = []
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state)  # [B, V]
         word = log_probs.argmax(dim=-1)
@@ -73,8 +70,6 @@ def greedy_search(
         gained = log_probs.gather(1, word[:, None]).squeeze(1)
         log_prob += gained.masked_fill(finished, 0.0)
         steps.append(word)
-        if keep_attention and state.attention is not None:
-            weights.append(state.attention)
         finished |= word == EOS_ID
         prev = word
         if finished.all():
@@ -83,8 +78,7 @@ def greedy_search(
     hypotheses = []
     for row in range(batch):
         tokens = words[row][: words[row].index(EOS_ID)] if EOS_ID in words[row] else words[row]
-        attention = torch.stack(weights, 1)[row, : len(tokens) + 1].cpu() if weights else None
-        hypotheses.append(Hypothesis(tokens, float(log_prob[row]), float(log_prob[row]), attention))
+        hypotheses.append(Hypothesis(tokens, float(log_prob[row]), float(log_prob[row])))
     return hypotheses
 
 
@@ -170,3 +164,21 @@ def beam_search(
             rows = (left[:, None] * beam + torch.arange(beam, device=device)).flatten()
             history, prev, state = history[rows], prev[rows], state.select(rows)
     return [sorted(h, key=lambda x: -x.score)[:nbest] for h in finished]
+
+
+@torch.inference_mode()
+def forced_attention(model: Seq2Seq, src_ids: Tensor, tokens: list[int]) -> Tensor:
+    """Attention weights [T, S] while the model reads `tokens` + EOS for one sentence.
+
+    Any search's output can be drawn this way: the weights depend only on the
+    source and the words before each step.
+    """
+    lengths = torch.tensor([src_ids.size(1)], device=src_ids.device)
+    state = model.init_state(model.encode(src_ids, lengths))
+    prev = torch.tensor([BOS_ID], device=src_ids.device)
+    weights = []
+    for word in [*tokens, EOS_ID]:
+        _, state = model.decode_step(prev, state)
+        weights.append(state.attention[0].float().cpu())
+        prev = torch.tensor([word], device=src_ids.device)
+    return torch.stack(weights)

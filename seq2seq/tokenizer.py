@@ -15,6 +15,14 @@ import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
+_threads = os.cpu_count() or 1  # SentencePiece threads; `set_threads` changes it
+
+
+def set_threads(count: int) -> None:
+    """Threads SentencePiece may use (training, encoding, decoding); the `--threads` setting."""
+    global _threads
+    _threads = max(count, 1)
+
 
 class TokenizerError(ValueError):
     """SentencePiece could not train (e.g. a vocabulary too small for the text)."""
@@ -81,7 +89,7 @@ def _train(files, model_path, vocab_size, model_type, character_coverage, sample
         eos_id=EOS_ID,
         input_sentence_size=sample_size,
         shuffle_input_sentence=True,
-        num_threads=os.cpu_count() or 1,
+        num_threads=_threads,
         hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary, not an error
         minloglevel=2,
     )
@@ -106,14 +114,14 @@ class Tokenizer:
         return self._sp.get_piece_size()
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """Piece ids of each text, without BOS/EOS; uses all cores."""
-        return self._sp.encode(texts, num_threads=os.cpu_count() or 1)
+        """Piece ids of each text, without BOS/EOS."""
+        return self._sp.encode(texts, num_threads=_threads)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Texts from piece ids; special ids are dropped."""
         return self._sp.decode(
             [[i for i in seq if i > EOS_ID] for seq in ids],
-            num_threads=os.cpu_count() or 1,
+            num_threads=_threads,
         )
 
     def pieces(self, ids: list[int]) -> list[str]:

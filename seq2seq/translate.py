@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from seq2seq.checkpoint import CheckpointError, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
-from seq2seq.data import clean, collate
+from seq2seq.data import clean, collate_sources
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
@@ -24,6 +24,7 @@ from seq2seq.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 MAX_SRC_TOKENS = 250  # longer inputs are cut (the models train on <= 100 words)
+MAX_SRC_CHARS = 16 * MAX_SRC_TOKENS  # cut before tokenizing: more than 250 tokens' worth
 CHUNK_LINES = 2000  # lines sorted and batched together
 
 
@@ -33,7 +34,7 @@ class Translation:
 
     texts: list[str]
     scores: list[float]
-    attention: torch.Tensor | None = None
+    tokens: list[int] = field(default_factory=list)  # of the best output
 
 
 class Translator:
@@ -72,11 +73,19 @@ class Translator:
         return cls(model, src, tgt, config, device)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
-        """Clean and tokenize; over-long inputs are cut with a warning."""
-        ids = self.src.encode([clean(t) for t in texts])
+        """Clean and tokenize; over-long inputs are cut with a warning.
+
+        A line is cut to `MAX_SRC_CHARS` characters before SentencePiece sees
+        it, so the cost of a huge line is that of the part the model reads.
+        """
+        ids = self.src.encode([clean(t[:MAX_SRC_CHARS]) for t in texts])
         for row, seq in enumerate(ids):
-            if len(seq) > MAX_SRC_TOKENS:
-                log.warning("input of %d tokens cut to %d", len(seq), MAX_SRC_TOKENS)
+            if len(seq) > MAX_SRC_TOKENS or len(texts[row]) > MAX_SRC_CHARS:
+                log.warning(
+                    "input of %d characters cut to its first %d tokens",
+                    len(texts[row]),
+                    min(len(seq), MAX_SRC_TOKENS),
+                )
                 ids[row] = seq[:MAX_SRC_TOKENS]
         return ids
 
@@ -86,7 +95,6 @@ class Translator:
         beam: int | None = None,
         nbest: int = 1,
         batch_tokens: int | None = None,
-        keep_attention: bool = False,
     ) -> list[Translation]:
         """Translate a list of texts; an empty text gives an empty translation."""
         search = self.config.search
@@ -99,33 +107,24 @@ class Translator:
             results[i] = Translation([""] * nbest, [0.0] * nbest)
         todo.sort(key=lambda i: len(ids[i]))
         for group in token_batches(todo, [len(s) + 1 for s in ids], batch_tokens // beam):
-            batch = collate([ids[i] for i in group], [[0]] * len(group)).to(self.device)
-            for i, hyps in zip(group, self._search(batch, beam, nbest, keep_attention)):
+            src_ids, src_lengths = collate_sources([ids[i] for i in group])
+            hyps_per_sentence = self._search(
+                src_ids.to(self.device), src_lengths.to(self.device), beam, nbest
+            )
+            for i, hyps in zip(group, hyps_per_sentence):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
-                results[i] = Translation(texts_out, [h.score for h in hyps], hyps[0].attention)
+                results[i] = Translation(texts_out, [h.score for h in hyps], hyps[0].tokens)
         return results
 
-    def _search(self, batch, beam: int, nbest: int, keep_attention: bool) -> list[list[Hypothesis]]:
+    def _search(
+        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, beam: int, nbest: int
+    ) -> list[list[Hypothesis]]:
         search = self.config.search
-        if beam == 1:
-            hyps = greedy_search(
-                self.model,
-                batch.src_ids,
-                batch.src_lengths,
-                search.max_len_a,
-                search.max_len_b,
-                keep_attention,
-            )
-            return [[h] for h in hyps]  # greedy has one hypothesis
+        lengths = {"max_len_a": search.max_len_a, "max_len_b": search.max_len_b}
+        if beam == 1:  # greedy has one hypothesis
+            return [[h] for h in greedy_search(self.model, src_ids, src_lengths, **lengths)]
         return beam_search(
-            self.model,
-            batch.src_ids,
-            batch.src_lengths,
-            beam,
-            search.alpha,
-            search.max_len_a,
-            search.max_len_b,
-            nbest,
+            self.model, src_ids, src_lengths, beam=beam, alpha=search.alpha, nbest=nbest, **lengths
         )
 
     def translate_stream(

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -80,7 +81,7 @@ def test_translate_file_to_file_and_evaluate(tiny_model_file, tiny_prepared, tmp
 def test_score_corpus_identical_is_100():
     result = score_corpus(["A dog runs .", "Hello"], ["A dog runs .", "Hello"])
     assert result["bleu"] == 100.0 and result["chrf"] == 100.0
-    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):  # a DataError
         score_corpus(["a", "b"], ["a"])
 
 
@@ -170,3 +171,124 @@ def test_plot_attention(tiny_model_file, tmp_path):
         == 0
     )
     assert png.stat().st_size > 1000
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"seq2seq {command}: error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["translate", "--beam", "0", "x"],
+        ["translate", "--beam", "-1", "x"],
+        ["translate", "--nbest", "0", "x"],
+        ["translate", "--nbest", "-1", "x"],
+        ["translate", "--batch-tokens", "0", "x"],
+        ["translate", "--batch-tokens", "-5", "x"],
+        ["translate", "--device", "tpu9", "x"],
+        ["translate", "--threads", "0", "x"],
+        ["evaluate", "--beam", "-1", "--ref", "r", "--hyp", "h"],
+        ["prepare", "c", "--src", "de", "--tgt", "en", "--out", "o", "--max-ratio", "nan"],
+        ["prepare", "c", "--src", "de", "--tgt", "en", "--out", "o", "--vocab-size", "-3"],
+        ["score-phrases", "t", "--weight", "nan"],
+    ],
+)
+def test_meaningless_numbers_are_refused_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 1
+    _one_line_error(capsys, argv[0])
+
+
+def test_nbest_is_checked_against_the_beam_that_will_be_used(tiny_model_file, capsys):
+    # the tiny preset's beam is 2
+    assert main(["translate", "-m", str(tiny_model_file), "--nbest", "2", "der hund"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["translate", "-m", str(tiny_model_file), "--nbest", "3", "der hund"]) == 1
+    assert "(the beam is 2)" in _one_line_error(capsys, "translate")
+
+
+def test_evaluate_bad_line_counts_are_one_line(tmp_path, capsys):
+    (tmp_path / "h").write_text("a\nb\n")
+    (tmp_path / "r").write_text("a\n")
+    (tmp_path / "e").write_text("")
+    for hyp, ref in (("h", "r"), ("e", "e"), ("e", "r")):
+        argv = ["evaluate", "--hyp", str(tmp_path / hyp), "--ref", str(tmp_path / ref)]
+        assert main(argv) == 1
+        _one_line_error(capsys, "evaluate")
+
+
+def test_translate_output_goes_into_a_new_folder_atomically(tiny_model_file, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "hyp.en"
+    run_dir = str(tiny_model_file.parent)  # a run folder stands for its model.pt
+    assert main(["translate", "-m", run_dir, "--output", str(out), "der hund", "ein mann"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hyp.en"]
+    src = tmp_path / "in.de"
+    src.write_text("der hund\n")
+    assert main(["translate", "-m", run_dir, "--input", str(src), "--output", str(src)]) == 1
+    assert "is the --input file" in _one_line_error(capsys, "translate")
+    assert src.read_text() == "der hund\n"
+
+
+def test_a_refused_translate_writes_nothing(tiny_model_file, tmp_path, capsys):
+    out = tmp_path / "out" / "hyp.en"
+    argv = ["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / "missing")]
+    assert main([*argv, "--output", str(out)]) == 1
+    _one_line_error(capsys, "translate")
+    assert not (tmp_path / "out").exists()
+
+
+def test_plot_attention_with_beam_prints_the_translation(tiny_model_file, tmp_path, capsys, caplog):
+    pytest.importorskip("matplotlib")
+    caplog.set_level("INFO")
+    png = tmp_path / "a.png"
+    model = ["-m", str(tiny_model_file)]
+    assert main(["translate", *model, "--beam", "2", "--plot-attention", str(png), "der hund"]) == 0
+    captured = capsys.readouterr()
+    beam_text = captured.out.strip()
+    assert str(png) in caplog.text and png.stat().st_size > 1000
+    assert main(["translate", *model, "--beam", "2", "der hund"]) == 0
+    assert capsys.readouterr().out.strip() == beam_text
+    assert main(["translate", *model, "--plot-attention", str(png)]) == 1
+    assert "needs the sentence" in _one_line_error(capsys, "translate")
+
+
+def test_every_command_shows_its_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 8000)", "(default: 100)", "(default: 9.0)"):
+        assert default in text
+
+
+def test_threads_reach_torch_and_sentencepiece(tiny_model_file, capsys):
+    import torch
+
+    from seq2seq import tokenizer
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["translate", "--threads", "1", "-m", str(tiny_model_file), "der hund"]) == 0
+        assert torch.get_num_threads() == 1 and tokenizer._threads == 1
+    finally:
+        torch.set_num_threads(before)
+        tokenizer.set_threads(os.cpu_count() or 1)
+
+
+def test_export_metrics_must_be_a_json_object(tiny_model_file, tmp_path, capsys):
+    for metrics in ("[1, 2]", "{bad json"):
+        argv = ["export", str(tiny_model_file), str(tmp_path / "m.pt"), "--metrics", metrics]
+        assert main(argv) == 1
+        _one_line_error(capsys, "export")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_api_accepts_a_lone_surrogate(tiny_model_file):
+    from seq2seq.translate import Translator
+
+    translator = Translator.from_file(tiny_model_file)
+    assert len(translator.translate(["der \udc80 hund"])) == 1
