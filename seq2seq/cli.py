@@ -160,21 +160,55 @@ def cmd_score_phrases(args: argparse.Namespace) -> int:
     from seq2seq.phrases import ScoreOptions, score_table, update_moses_ini
     from seq2seq.translate import Translator
 
-    if args.moses_ini and not args.output:
-        raise ConfigError("--moses-ini needs -o/--output (the path the new moses.ini points to)")
+    _check_distinct(args.table, args.output, "table", "--output")
+    ini = None
+    if args.moses_ini:  # every input is checked before anything is written
+        ini_in, ini_out = args.moses_ini
+        if not args.output:
+            raise ConfigError(
+                "--moses-ini needs -o/--output (the path the new moses.ini points to)"
+            )
+        if args.log:
+            raise ConfigError(
+                "--log with --moses-ini: Moses takes the log of every table score; drop --log"
+            )
+        _check_distinct(ini_in, ini_out, "--moses-ini IN", "--moses-ini OUT")
+        try:
+            text = Path(ini_in).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{ini_in}: not valid UTF-8") from None
+        added = 2 if args.reverse_model else 1
+        ini = update_moses_ini(text, str(Path(args.output).resolve()), added, args.weight)
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
     reverse = Translator.from_file(args.reverse_model, args.device) if args.reverse_model else None
     options = ScoreOptions(
-        as_log=args.log, per_token=args.per_token, pmi=args.pmi, skip_bad=args.skip_bad
+        as_log=args.log,
+        per_token=args.per_token,
+        pmi=args.pmi,
+        skip_bad=args.skip_bad,
+        scores=ini.scores if ini else None,
     )
     counts = score_table(args.table, args.output, translator, reverse, options)
     log.info("scored %d lines (%d skipped)", counts["lines"], counts["skipped"])
-    if args.moses_ini:
-        ini_in, ini_out = args.moses_ini
-        text = Path(ini_in).read_text(encoding="utf-8")
-        added = 2 if reverse else 1
-        new = update_moses_ini(text, str(Path(args.output).resolve()), added, args.weight)
-        Path(ini_out).write_text(new, encoding="utf-8")
+    if ini:
+        with atomic_path(ini_out) as tmp:
+            tmp.write_text(ini.text, encoding="utf-8")
+        if ini.binarized_path:
+            log.info(
+                "%s names the compact table %s; build it: processPhraseTableMin -in %s -out %s "
+                "-nscores %d -threads 1",
+                ini_out,
+                ini.binarized_path,
+                Path(args.output).resolve(),
+                ini.binarized_path.removesuffix(".minphr"),
+                ini.scores + added,
+            )
+        log.info(
+            "tune the new weight(s): mert-moses.pl DEV.SRC DEV.REF MOSES_BIN %s "
+            "--activate-features=%s",
+            ini_out,
+            ini.feature,
+        )
     return 0
 
 

@@ -48,17 +48,34 @@ class PhraseLineError(ValueError):
     """A phrase-table line that cannot be scored."""
 
 
-def parse_line(line: str) -> list[str]:
+def parse_line(line: str, scores: int | None = None) -> list[str]:
     """Fields of a phrase-table line (without its line ending); split/join is lossless.
 
+    Args:
+        line: one line of the table.
+        scores: how many scores every line of this table has, if known.
+
     Raises:
-        PhraseLineError: fewer than three fields or an empty phrase.
+        PhraseLineError: fewer than three fields, an empty phrase, or a scores
+            field that is not `scores` finite positive numbers (Moses takes the
+            log of each; a phrase holding ' ||| ' shifts text into this field).
     """
     fields = line.split(SEPARATOR)
     if len(fields) < 3:
         raise PhraseLineError("fewer than 3 ' ||| ' fields")
     if not fields[0].strip() or not fields[1].strip():
         raise PhraseLineError("empty phrase")
+    values = fields[2].split()
+    if not values:
+        raise PhraseLineError("no scores")
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise PhraseLineError(f"scores field {fields[2].strip()[:40]!r} is not numbers") from None
+    if not all(math.isfinite(n) and n > 0 for n in numbers):
+        raise PhraseLineError(f"scores {fields[2].strip()[:40]!r} are not all finite and > 0")
+    if scores is not None and len(values) != scores:
+        raise PhraseLineError(f"{len(values)} scores where the table has {scores}")
     return fields
 
 
@@ -90,6 +107,7 @@ class ScoreOptions:
     per_token: bool = False
     pmi: bool = False
     skip_bad: bool = False
+    scores: int | None = None  # scores per line; None: as many as the first good line
     chunk_lines: int = CHUNK_LINES
     batch_tokens: int = BATCH_TOKENS
 
@@ -192,12 +210,13 @@ def _chunks(
     source: IO[bytes], name: str | Path, options: ScoreOptions, counts: dict[str, int]
 ) -> Iterator[list[tuple[list[str], str]]]:
     """Lists of (fields, line ending), `chunk_lines` at a time; bad lines raise or skip."""
-    chunk = []
+    chunk, scores = [], options.scores
     for number, raw in enumerate(raw_lines(source, name), 1):
         body = raw.rstrip(b"\r\n")
         ending = raw[len(body) :].decode("ascii")
         try:
-            fields = parse_line(body.decode("utf-8"))
+            fields = parse_line(body.decode("utf-8"), scores)
+            scores = len(fields[2].split())
         except (UnicodeDecodeError, PhraseLineError) as error:
             reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
             if not options.skip_bad:
@@ -238,32 +257,71 @@ def _score_chunk(
         yield (format_line(fields, new) + ending).encode("utf-8")
 
 
-def update_moses_ini(text: str, table_path: str, added: int, weight: float = 0.2) -> str:
+@dataclass
+class MosesIni:
+    """A rewritten moses.ini and what changed in it."""
+
+    text: str
+    feature: str  # the phrase table's feature name, e.g. TranslationModel0
+    scores: int  # the table's scores before the new ones
+    binarized_path: str | None  # a PhraseDictionaryCompact's new path, to be built
+
+
+TEXT_TABLE, COMPACT_TABLE = "PhraseDictionaryMemory", "PhraseDictionaryCompact"
+
+
+def update_moses_ini(text: str, table_path: str, added: int, weight: float = 0.2) -> MosesIni:
     """A moses.ini whose phrase table has `added` more features, a new path and weights.
 
+    A text table (PhraseDictionaryMemory) points at `table_path`; a compact one
+    (PhraseDictionaryCompact) at the `.minphr` that processPhraseTableMin will
+    build from it. `num-features` is written even where the line had none.
+
     Raises:
-        DataError: no PhraseDictionary feature line in the file.
+        DataError: no phrase-table line, another table type, no `name=`, no
+            weight line, or a `num-features` that disagrees with the weights.
     """
-    lines, name, found = text.splitlines(keepends=True), None, False
-    for index, line in enumerate(lines):
-        if line.startswith("PhraseDictionary") and not found:
-            found = True
-            name = re.search(r"\bname=(\S+)", line)
-            name = name.group(1) if name else None
-            count = re.search(r"\bnum-features=(\d+)", line)
-            line = (
-                re.sub(r"\bnum-features=\d+", f"num-features={int(count.group(1)) + added}", line)
-                if count
-                else line
-            )
-            line = re.sub(r"\bpath=\S+", f"path={table_path}", line)
-            lines[index] = line
-        elif found and name and line.startswith(f"{name}="):
-            body = line.rstrip("\r\n")
-            lines[index] = body + f" {weight:g}" * added + line[len(body) :]
-    if not found:
+    lines = text.splitlines(keepends=True)
+    index = next((i for i, line in enumerate(lines) if line.startswith("PhraseDictionary")), None)
+    if index is None:
         raise DataError("moses.ini: no PhraseDictionary feature line")
-    return "".join(lines)
+    line = lines[index]
+    kind = line.split()[0]
+    if kind not in (TEXT_TABLE, COMPACT_TABLE):
+        raise DataError(f"moses.ini: {kind} is not supported; use {TEXT_TABLE} or {COMPACT_TABLE}")
+    name = re.search(r"\bname=(\S+)", line)
+    if not name:
+        raise DataError(f"moses.ini: the {kind} line has no name=; add name=TranslationModel0")
+    name = name.group(1)
+    weight_index = next((i for i, w in enumerate(lines) if w.startswith(f"{name}=")), None)
+    if weight_index is None:
+        raise DataError(f"moses.ini: no weight line '{name}= ...' for the phrase table")
+    body = lines[weight_index].rstrip("\r\n")
+    scores = len(body.split("=", 1)[1].split())
+    declared = re.search(r"\bnum-features=(\d+)", line)
+    if declared and int(declared.group(1)) != scores:
+        raise DataError(
+            f"moses.ini: {name} has num-features={declared.group(1)} but {scores} weights"
+        )
+    path = table_path
+    binarized = None
+    if kind == COMPACT_TABLE:
+        path = binarized = re.sub(r"(\.gz)?$", "", table_path, count=1) + ".minphr"
+    lines[index] = _set_option(_set_option(line, "num-features", str(scores + added)), "path", path)
+    lines[weight_index] = body + f" {weight:g}" * added + lines[weight_index][len(body) :]
+    return MosesIni("".join(lines), name, scores, binarized)
+
+
+def _set_option(line: str, key: str, value: str) -> str:
+    """`key=value` in a moses.ini feature line: replaced where present, else appended."""
+    body = line.rstrip("\r\n")
+    pattern = rf"\b{key}=\S+"
+    new = (
+        re.sub(pattern, lambda _: f"{key}={value}", body)
+        if re.search(pattern, body)
+        else (f"{body} {key}={value}")
+    )
+    return new + line[len(body) :]
 
 
 @torch.inference_mode()

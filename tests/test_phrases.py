@@ -112,6 +112,17 @@ def test_order_kept_on_a_shuffled_table_with_small_chunks(translator, tmp_path):
         (b"a ||| b\n", "fewer than 3"),
         (b" ||| b ||| 1\n", "empty phrase"),
         (b"\xff ||| b ||| 1\n", "not valid UTF-8"),
+        (b"der ||| the ||| abc xyz ||| |||\n", "scores field 'abc xyz' is not numbers"),
+        (b"der ||| the ||| nan ||| |||\n", "scores 'nan' are not all finite and > 0"),
+        (b"der ||| the ||| inf ||| |||\n", "scores 'inf' are not all"),
+        (b"der ||| the ||| -inf ||| |||\n", "scores '-inf' are not all"),
+        (b"der ||| the ||| -0.5 ||| |||\n", "scores '-0.5' are not all"),
+        (b"der ||| the |||  ||| |||\n", "no scores"),
+        (b"der ||| the ||| 0.5 0.5 ||| |||\n", "2 scores where the table has 1"),
+        (
+            b"der ||| das ||| the ||| 0.3 ||| |||\n",
+            "scores field 'the' is not numbers",
+        ),  # ' ||| ' in a phrase
     ],
 )
 def test_bad_lines_stop_or_are_skipped(bad, reason, translator, tmp_path):
@@ -130,7 +141,7 @@ def test_moses_ini_rewrite():
         "path=/old/phrase-table.gz input-factor=0\n\n[weight]\n"
         "TranslationModel0= 0.2 0.2 0.2 0.2\nLM0= 0.5\n"
     )
-    new = update_moses_ini(ini, "/new/table.gz", added=2, weight=0.1)
+    new = update_moses_ini(ini, "/new/table.gz", added=2, weight=0.1).text
     assert "num-features=6 path=/new/table.gz input-factor=0" in new
     assert "TranslationModel0= 0.2 0.2 0.2 0.2 0.1 0.1\nLM0= 0.5\n" in new
     with pytest.raises(DataError, match="no PhraseDictionary"):
@@ -139,7 +150,13 @@ def test_moses_ini_rewrite():
 
 def test_cli_score_phrases_reverse_pmi_and_ini(tiny_model_file, shared_data, tmp_path):
     sample = shared_data / "phrase-tables" / "sample-de-en" / "phrase-table"
-    ini = shared_data / "phrase-tables" / "notre-dame-fr-en" / "moses.ini"
+    ini = tmp_path / "moses.ini"  # the Notre-Dame ini, fitted to the sample's one score
+    text = (shared_data / "phrase-tables" / "notre-dame-fr-en" / "moses.ini").read_text()
+    ini.write_text(
+        text.replace("num-features=4", "num-features=1").replace(
+            "TranslationModel0= 0.2 0.2 0.2 0.2", "TranslationModel0= 0.2"
+        )
+    )
     out = tmp_path / "scored.gz"
     assert (
         main(
@@ -165,7 +182,7 @@ def test_cli_score_phrases_reverse_pmi_and_ini(tiny_model_file, shared_data, tmp
     assert len(scored) == len(original) == 22
     for before, after in zip(original, scored):
         assert len(after.split(" ||| ")[2].split()) == len(before.split(" ||| ")[2].split()) + 2
-    assert "num-features=6" in (tmp_path / "m.ini").read_text()
+    assert "num-features=3" in (tmp_path / "m.ini").read_text()
 
 
 def test_cli_phrase_space(tiny_model_file, tmp_path):
@@ -186,3 +203,94 @@ def test_cli_phrase_space(tiny_model_file, tmp_path):
         == 0
     )
     assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+INI = "[feature]\n{line}\n\n[weight]\nTranslationModel0= 0.2 0.2 0.2 0.2\nLM0= 0.5\n"
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (
+            "PhraseDictionaryMemory name=TranslationModel0 path=/old/pt.gz input-factor=0",
+            "PhraseDictionaryMemory name=TranslationModel0 path=/new/pt.gz input-factor=0 "
+            "num-features=5",
+        ),
+        (
+            "PhraseDictionaryCompact name=TranslationModel0 num-features=4 path=/old/pt.minphr",
+            "PhraseDictionaryCompact name=TranslationModel0 num-features=5 path=/new/pt.minphr",
+        ),
+    ],
+    ids=["no-num-features", "compact"],
+)
+def test_moses_ini_without_num_features_and_compact(line, expected):
+    ini = update_moses_ini(INI.format(line=line), "/new/pt.gz", added=1)
+    assert expected + "\n" in ini.text
+    assert "TranslationModel0= 0.2 0.2 0.2 0.2 0.2\n" in ini.text
+    assert ini.scores == 4 and ini.feature == "TranslationModel0"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("PhraseDictionaryMemory num-features=4 path=/old/pt.gz", "no name="),
+        ("PhraseDictionaryMemory name=TM1 num-features=4 path=/p", "no weight line 'TM1= ...'"),
+        ("PhraseDictionaryMemory name=TranslationModel0 num-features=5 path=/p", "but 4 weights"),
+        ("PhraseDictionaryOnDisk name=TranslationModel0 path=/p", "is not supported"),
+    ],
+)
+def test_moses_ini_that_cannot_be_extended_is_refused(line, message):
+    with pytest.raises(DataError, match=message):
+        update_moses_ini(INI.format(line=line), "/new/pt.gz", added=1)
+
+
+def _score_phrases(model, table, out, *extra):
+    return main(["score-phrases", "-m", str(model), str(table), "-o", str(out), *extra])
+
+
+def test_score_phrases_checks_every_input_before_writing(tiny_model_file, tmp_path, capsys):
+    table = tmp_path / "pt"
+    table.write_text("der ||| the ||| 0.3 0.2 0.1 0.5 ||| |||\n")
+    out = tmp_path / "out" / "pt.gz"
+    ini = tmp_path / "moses.ini"
+    ini.write_text(INI.format(line="PhraseDictionaryMemory name=TranslationModel0 path=/p"))
+    refused = [
+        ("--moses-ini", str(tmp_path / "missing.ini"), str(tmp_path / "new.ini")),
+        ("--moses-ini", str(ini), str(tmp_path / "new.ini"), "--log"),
+        ("--moses-ini", str(ini), str(ini)),
+    ]
+    for extra in refused:
+        assert _score_phrases(tiny_model_file, table, out, *extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("seq2seq score-phrases: error:") and "\n" not in err
+    assert _score_phrases(tiny_model_file, table, table) == 1  # over its own input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moses.ini", "pt"]
+    # a table whose score count is not the ini's: nothing written either
+    table.write_text("der ||| the ||| 0.3 ||| |||\n")
+    assert _score_phrases(tiny_model_file, table, out, "--moses-ini", str(ini), "new.ini") == 1
+    assert "1 scores where the table has 4" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moses.ini", "pt"]
+
+
+def test_score_phrases_says_how_to_binarize_and_tune(tiny_model_file, tmp_path, caplog):
+    caplog.set_level("INFO")
+    table = tmp_path / "pt"
+    table.write_text("der ||| the ||| 0.3 0.2 0.1 0.5 ||| |||\n")
+    ini = tmp_path / "moses.ini"
+    ini.write_text(INI.format(line="PhraseDictionaryCompact name=TranslationModel0 path=/p"))
+    new = tmp_path / "new.ini"
+    out = tmp_path / "scored.gz"
+    assert _score_phrases(tiny_model_file, table, out, "--moses-ini", str(ini), str(new)) == 0
+    assert f"path={tmp_path / 'scored.minphr'}" in new.read_text()
+    assert f"processPhraseTableMin -in {out} -out {tmp_path / 'scored'} -nscores 5" in caplog.text
+    assert "--activate-features=TranslationModel0" in caplog.text
+
+
+def test_truncated_gzip_table_is_one_line(tiny_model_file, tmp_path, capsys):
+    table = tmp_path / "pt.gz"
+    lines = "".join(f"w{i} ||| x{i} ||| 0.5 ||| |||\n" for i in range(3000))
+    data = gzip.compress(lines.encode())
+    table.write_bytes(data[: len(data) // 2])
+    assert _score_phrases(tiny_model_file, table, tmp_path / "out") == 1
+    assert "truncated or corrupt gzip" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
