@@ -54,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = args.set + ([f"train.threads={args.threads}"] if args.threads else [])
     if args.resume:
         run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise DataError(f"{run_dir}: not a training run folder (no config.yaml)")
         config = load_config(run_dir / "config.yaml", overrides)
     else:
         if not args.config:

@@ -37,9 +37,9 @@ def _at_least(default: float, low: float) -> Any:
 class DataConfig:
     """Where the prepared corpus lives (the output of `seq2seq prepare`)."""
 
-    dir: str = "data/multi30k-de-en"
-    src: str = "de"
-    tgt: str = "en"
+    dir: str = ""  # a folder `seq2seq prepare` wrote
+    src: str = ""  # "": the source language the folder was prepared for
+    tgt: str = ""  # "": its target language
     train: str = "train"
     valid: str = "val"
     test: str = "test_2016_flickr"
@@ -82,6 +82,9 @@ class TrainConfig:
     max_steps: int = _at_least(0, 0)  # 0: no step limit
     max_minutes: float = _at_least(0, 0)  # 0: no time limit
     valid_every: int = _positive(500)
+    # also report dev scores every N training minutes (0: off); these do not pick
+    # the model or drive the schedule, so a run stays the same on any machine
+    valid_minutes: float = _at_least(0, 0)
     valid_sentences: int = _at_least(0, 0)  # 0: whole dev split
     patience: int = _at_least(8, 0)  # validations without gain; 0 never stops
     checkpoint_every: int = _positive(500)
@@ -202,8 +205,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a YAML file (a path or a preset name) and apply overrides."""
-    path = resolve_preset(path)
+    """Read a YAML file (a path or a preset name) and apply overrides.
+
+    A file may start from a preset (`preset: attention`): its sections are
+    the preset's, with the keys the file sets replaced.
+    """
+    return config_from_dict(apply_overrides(_read_raw(path), list(overrides)))
+
+
+def _read_raw(path: str | Path, depth: int = 0) -> dict[str, Any]:
+    """The file's sections merged over those of the preset it names, if any."""
+    if depth > 5:
+        raise ConfigError(f"{path}: presets name each other in a circle")
+    raw = _read_yaml(resolve_preset(path))
+    if not isinstance(raw, dict) or "preset" not in raw:
+        return raw
+    raw = dict(raw)
+    base = raw.pop("preset")
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: preset: expected a preset name, got {base!r}")
+    merged = apply_overrides(_read_raw(base, depth + 1), [])
+    for section, values in apply_overrides(raw, []).items():
+        merged[section] = {**merged.get(section, {}), **values}
+    return merged
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
@@ -213,7 +240,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or "syntax error"
         raise ConfigError(f"{path}: not valid YAML ({where}{problem})") from None
-    return config_from_dict(apply_overrides(raw, list(overrides)))
+    return raw
 
 
 def save_config(config: Config, path: str | Path) -> None:

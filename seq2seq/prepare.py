@@ -276,16 +276,37 @@ def _count_tokens(path: Path, model: Path) -> int:
     return total
 
 
-def load_tokenizers(folder: str | Path) -> tuple[Tokenizer, Tokenizer, dict]:
-    """Source and target tokenizers of a prepared folder, and its stats."""
-    folder = Path(folder)
-    stats_path = folder / "stats.json"
-    if not stats_path.is_file():
+def read_stats(folder: str | Path) -> dict:
+    """The stats.json of a prepared folder."""
+    path = Path(folder) / "stats.json"
+    if not path.is_file():
         raise DataError(f"{folder}: not a prepared corpus (no stats.json); run seq2seq prepare")
-    stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{path}: damaged (not JSON); run seq2seq prepare again") from None
+
+
+def load_tokenizers(
+    folder: str | Path, src: str = "", tgt: str = ""
+) -> tuple[Tokenizer, Tokenizer, dict]:
+    """Source and target tokenizers of a prepared folder, and its stats.
+
+    `src` and `tgt` default to the languages the folder was prepared for; the
+    folder's pair may also be trained the other way round (each language has
+    its tokenizer).
+
+    Raises:
+        DataError: not a prepared folder, or it has no tokenizer for a language.
+    """
+    folder = Path(folder)
+    stats = read_stats(folder)
+    src, tgt = src or stats["src"], tgt or stats["tgt"]
     files = stats["tokenizer"]["files"]
-    return (
-        Tokenizer.from_file(folder / files[stats["src"]]),
-        Tokenizer.from_file(folder / files[stats["tgt"]]),
-        stats,
-    )
+    if src == tgt or src not in files or tgt not in files:
+        raise DataError(
+            f"{folder} is prepared for {stats['src']}->{stats['tgt']}, not {src}->{tgt}: "
+            "set data.src and data.tgt to its languages (or leave them out), "
+            "or prepare a folder for these"
+        )
+    return Tokenizer.from_file(folder / files[src]), Tokenizer.from_file(folder / files[tgt]), stats

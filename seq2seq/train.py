@@ -17,20 +17,29 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from seq2seq.checkpoint import load_file, model_payload, save_file
-from seq2seq.config import Config, TrainConfig, config_to_dict, save_config
+from seq2seq.checkpoint import CheckpointError, load_file, model_payload, save_file
+from seq2seq.config import (
+    Config,
+    ConfigError,
+    TrainConfig,
+    check_device,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
 from seq2seq.evaluate import score_corpus
+from seq2seq.files import atomic_path, remove_stale_temporaries
 from seq2seq.model import Seq2Seq, build_model, sequence_loss
-from seq2seq.prepare import load_tokenizers
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.prepare import load_tokenizers, read_stats
+from seq2seq.tokenizer import Tokenizer, set_threads
 from seq2seq.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -138,15 +147,25 @@ class Trainer:
     """Runs one training run in `run_dir`; see the module docstring."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+        check_device(config.train.device)
+        if not config.data.dir:
+            raise ConfigError(
+                "data.dir: not set; --set data.dir=FOLDER (what seq2seq prepare wrote)"
+            )
+        config = with_languages(config, read_stats(config.data.dir))
         self.config, self.train_cfg = config, config.train
         self.run_dir = Path(run_dir)
+        if not resume:
+            check_new_run_folder(self.run_dir)
         self.rank, self.world = _distributed_setup(self.train_cfg.device)
         self.device = _device(self.train_cfg.device, self.rank)
         if self.train_cfg.threads:
             torch.set_num_threads(self.train_cfg.threads)
+            set_threads(self.train_cfg.threads)
         torch.manual_seed(self.train_cfg.seed)
         random.seed(self.train_cfg.seed)
-        self.src_tok, self.tgt_tok, self.stats = load_tokenizers(config.data.dir)
+        data = config.data
+        self.src_tok, self.tgt_tok, self.stats = load_tokenizers(data.dir, data.src, data.tgt)
         self.corpus = load_corpus(config, self.src_tok, self.tgt_tok)
         self.model = build_model(config.model, self.src_tok.vocab_size, self.tgt_tok.vocab_size)
         self.model.to(self.device)
@@ -157,15 +176,12 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, self.train_cfg)
         self.progress = Progress()
         self.stop_signal: int | None = None
+        self._last_valid_seconds = 0.0  # training time at the last dev report
+        self._loss_sum, self._loss_steps = 0.0, 0  # since the last train report
         if resume:
             self._restore()
-        elif (self.run_dir / "checkpoints").is_dir():
-            raise DataError(
-                f"{self.run_dir} holds a run already: --resume {self.run_dir} or another --run-dir"
-            )
-        elif self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / "config.yaml")
+        else:
+            self._start_run_folder()
 
     # ------------------------------------------------------------ the loop
 
@@ -178,7 +194,7 @@ class Trainer:
         src_lengths = [len(s) + 1 for s in self.corpus.src]
         tgt_lengths = [len(t) + 1 for t in self.corpus.tgt]
         last_save = time.monotonic()
-        bar = tqdm(
+        bar = self.bar = tqdm(
             total=cfg.max_steps or None,
             initial=progress.step,
             unit=" steps",
@@ -213,6 +229,8 @@ class Trainer:
                         tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
                         refresh=False,
                     )
+                    self._loss_sum += loss
+                    self._loss_steps += 1
                     self._after_step(loss)
                     minutes = (time.monotonic() - last_save) / 60
                     if (
@@ -232,6 +250,7 @@ class Trainer:
                 self.validate()
             progress.done = True
             self.save_checkpoint()
+            self._log_summary()
         except KeyboardInterrupt:
             log.warning(
                 "stopped by signal at step %d; resume with --resume %s", progress.step, self.run_dir
@@ -272,20 +291,57 @@ class Trainer:
     def _after_step(self, loss: float) -> None:
         cfg, progress = self.train_cfg, self.progress
         if progress.step % REPORT_EVERY == 0:
-            self._log(
-                {
-                    "type": "train",
-                    "step": progress.step,
-                    "epoch": progress.epoch,
-                    "loss": round(loss, 4),
-                    "lr": self._lr(),
-                    "tokens_per_s": round(progress.target_tokens / progress.train_seconds),
-                }
-            )
+            self._report_training()
         if progress.step % cfg.valid_every == 0:
             self.validate()
+        elif (
+            cfg.valid_minutes
+            and progress.train_seconds - self._last_valid_seconds >= 60 * cfg.valid_minutes
+        ):
+            self.validate(timed=True)
         if self._limits_reached():
             progress.done = True
+
+    def _report_training(self) -> None:
+        """The mean loss since the last report (one batch alone swings with its lengths)."""
+        progress = self.progress
+        record = {
+            "type": "train",
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": round(self._loss_sum / max(self._loss_steps, 1), 4),
+            "lr": self._lr(),
+            "tokens_per_s": round(progress.target_tokens / progress.train_seconds),
+        }
+        self._loss_sum, self._loss_steps = 0.0, 0
+        self._log(record)
+        if self.bar.disable and self.rank == 0:  # no progress bar (no terminal): a log line
+            log.info(
+                "step %d epoch %d: loss %.3f lr %.2e %d target tokens/s",
+                progress.step,
+                progress.epoch + 1,
+                record["loss"],
+                record["lr"],
+                record["tokens_per_s"],
+            )
+
+    def _log_summary(self) -> None:
+        progress = self.progress
+        if self.rank != 0:
+            return
+        best = (
+            f"best dev BLEU {progress.best_bleu:.2f} at step {progress.best_step}"
+            if progress.best_bleu >= 0
+            else "no dev set"
+        )
+        log.info(
+            "finished: %d steps, %d epochs, %.1f training minutes; %s; model: %s",
+            progress.step,
+            progress.epoch,
+            progress.train_seconds / 60,
+            best,
+            self.run_dir / "model.pt",
+        )
 
     def _limits_reached(self) -> bool:
         """Step, time, epoch or patience limit reached (a resumed run may raise them)."""
@@ -302,15 +358,32 @@ class Trainer:
 
     # ------------------------------------------------------------ validation
 
-    def validate(self) -> dict:
-        """Dev loss, perplexity and greedy BLEU; keeps the best model."""
+    def validate(self, timed: bool = False) -> dict:
+        """Dev loss, perplexity and greedy BLEU; keeps the best model.
+
+        A `timed` validation (train.valid_minutes) only reports: it runs on
+        rank 0 alone and neither picks the model nor drives the schedule.
+        """
         progress = self.progress
+        self._last_valid_seconds = progress.train_seconds
         record = {
             "type": "valid",
             "step": progress.step,
             "epoch": progress.epoch,
             "train_minutes": round(progress.train_seconds / 60, 2),
         }
+        if timed:
+            if self.rank == 0 and self.corpus.dev_src:
+                record.update(self._dev_metrics(), timed=True)
+                log.info(
+                    "step %d: dev loss %.3f ppl %.2f BLEU %.2f (timed report)",
+                    progress.step,
+                    record["loss"],
+                    record["ppl"],
+                    record["bleu"],
+                )
+                self._log(record)
+            return record
         if self.rank == 0 and self.corpus.dev_src:
             record.update(self._dev_metrics())
             if record["bleu"] > progress.best_bleu:
@@ -408,18 +481,54 @@ class Trainer:
         for old in sorted(folder.glob("step*.pt"))[: -self.train_cfg.keep_checkpoints]:
             old.unlink()
 
+    def _start_run_folder(self) -> None:
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "log.jsonl").unlink(missing_ok=True)  # of a run killed before step 1
+        remove_stale_temporaries(self.run_dir / "checkpoints")
+        save_config(self.config, self.run_dir / "config.yaml")
+
     def _restore(self) -> None:
         checkpoints = sorted((self.run_dir / "checkpoints").glob("step*.pt"))
-        if not checkpoints:
-            raise DataError(f"{self.run_dir}: no checkpoint to resume from")
+        if not checkpoints:  # killed before its first checkpoint: nothing to lose
+            log.warning("%s: no checkpoint yet; starting the run from step 0", self.run_dir)
+            self._start_run_folder()
+            return
         payload = load_file(checkpoints[-1], kind="checkpoint")
-        self.model.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
-        self.progress = Progress(**payload["progress"])
+        check_resumable(self.config, payload["config"])
+        try:
+            self.model.load_state_dict(payload["state_dict"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            set_rng_state(payload["rng"])
+            self.progress = Progress(**payload["progress"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            raise CheckpointError(f"{checkpoints[-1]}: cannot resume from it ({first})") from None
         self.progress.done = self._limits_reached()  # --set may have raised a limit
+        self._last_valid_seconds = self.progress.train_seconds
+        if self.rank == 0:
+            remove_stale_temporaries(self.run_dir / "checkpoints")
+            remove_stale_temporaries(self.run_dir)
+            self._drop_log_records_after(self.progress.step)
         log.info("resumed from %s (step %d)", checkpoints[-1], self.progress.step)
+
+    def _drop_log_records_after(self, step: int) -> None:
+        """log.jsonl as it was at the checkpoint: the steps after it are replayed."""
+        path = self.run_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a record cut short by the kill
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line + "\n")
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(kept), encoding="utf-8")
 
     def _log(self, record: dict) -> None:
         if self.rank == 0:
@@ -429,6 +538,51 @@ class Trainer:
     def _on_signal(self, signum: int, frame) -> None:
         log.warning("signal %d: saving a checkpoint after this step", signum)
         self.stop_signal = signum
+
+
+def with_languages(config: Config, stats: dict) -> Config:
+    """`config` with data.src/data.tgt taken from the prepared folder where unset."""
+    data = config.data
+    data = replace(data, src=data.src or stats["src"], tgt=data.tgt or stats["tgt"])
+    return replace(config, data=data)
+
+
+RUN_FILES = {"config.yaml", "log.jsonl", "checkpoints", "curves.png"}
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """A new run may use a missing or empty folder, or one whose run was killed
+    before its first checkpoint; nothing else is overwritten."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: exists and is not a folder")
+    if (run_dir / "model.pt").exists() or list((run_dir / "checkpoints").glob("step*.pt")):
+        raise DataError(f"{run_dir} holds a run already: --resume {run_dir} or another --run-dir")
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise DataError(
+            f"{run_dir}: holds files that are not a run's ({foreign[0]}, ...); "
+            "choose another --run-dir"
+        )
+
+
+# Settings a resumed run cannot change: the weights, the data order and the
+# optimizer state in the checkpoint were made with them.
+FIXED_ON_RESUME = {"model": None, "data": None, "train": ("optimizer", "schedule")}
+
+
+def check_resumable(config: Config, saved: dict) -> None:
+    """Refuse `--set` changes that the checkpoint cannot follow, naming the key."""
+    new = config_to_dict(config)
+    saved = config_to_dict(config_from_dict(saved))
+    for section, keys in FIXED_ON_RESUME.items():
+        for key in keys or new[section]:
+            if new[section][key] != saved[section][key]:
+                raise ConfigError(
+                    f"--resume: {section}.{key} cannot change in a resumed run "
+                    f"({saved[section][key]!r} -> {new[section][key]!r}); start a new run"
+                )
 
 
 def _distributed_setup(device: str) -> tuple[int, int]:

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,163 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
     ddp, one = last_checkpoint(tmp_path / "ddp"), last_checkpoint(tmp_path / "one")
     for key, value in one["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def tiny(tiny_config, *overrides):
+    return load_config("tiny", [f"data.dir={tiny_config.data.dir}", *overrides])
+
+
+def test_languages_come_from_the_prepared_folder(tiny_config, tmp_path):
+    from seq2seq.data import DataError
+
+    trainer = Trainer(tiny(tiny_config, "data.src=''", "data.tgt=''"), tmp_path / "a")
+    assert (trainer.config.data.src, trainer.config.data.tgt) == ("de", "en")
+    assert load_config(tmp_path / "a" / "config.yaml").data.src == "de"
+    # the other direction uses each language's own tokenizer
+    reverse = Trainer(tiny(tiny_config, "data.src=en", "data.tgt=de"), tmp_path / "b")
+    folder = tiny_config.data.dir
+    assert reverse.src_tok.model_bytes == (Path(folder) / "spm.en.model").read_bytes()
+    assert reverse.tgt_tok.model_bytes == (Path(folder) / "spm.de.model").read_bytes()
+    with pytest.raises(DataError, match="prepared for de->en, not fr->en"):
+        Trainer(tiny(tiny_config, "data.src=fr"), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_corpus_neutral_presets_and_their_multi30k_variants():
+    for name in ("attention", "context", "grconv"):
+        neutral = load_config(name)
+        assert neutral.data.dir == "" and neutral.train.valid_minutes > 0
+        variant = load_config(f"multi30k-de-en-{name}")
+        assert variant.model == neutral.model and variant.search == neutral.search
+        assert (variant.data.src, variant.data.tgt, variant.train.valid_every) == ("de", "en", 400)
+    with pytest.raises(ConfigError, match="data.dir: not set"):
+        Trainer(load_config("attention"), "unused")
+
+
+def test_timed_dev_reports_do_not_change_the_run(tiny_config, tmp_path):
+    common = ["train.max_steps=12", "train.valid_every=5", "model.dropout=0.3"]
+    Trainer(tiny(tiny_config, *common), tmp_path / "steps").run()
+    Trainer(tiny(tiny_config, *common, "train.valid_minutes=1e-9"), tmp_path / "timed").run()
+    records = [json.loads(x) for x in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()]
+    timed = [r for r in records if r.get("timed")]
+    assert timed and all("bleu" in r for r in timed)
+    assert_same_parameters(
+        last_checkpoint(tmp_path / "steps")["state_dict"],
+        last_checkpoint(tmp_path / "timed")["state_dict"],
+    )
+
+
+def test_without_a_terminal_the_log_shows_progress_and_a_summary(
+    tiny_config, tmp_path, monkeypatch, caplog
+):
+    caplog.set_level("INFO")
+    monkeypatch.setattr("seq2seq.train.REPORT_EVERY", 4)
+    losses = []
+    original = Trainer._train_step
+
+    def recording(self, group):
+        loss, tokens = original(self, group)
+        losses.append(loss)
+        return loss, tokens
+
+    monkeypatch.setattr(Trainer, "_train_step", recording)
+    Trainer(tiny(tiny_config, "train.max_steps=8"), tmp_path / "run").run()
+    assert "step 4 epoch 1: loss" in caplog.text and "target tokens/s" in caplog.text
+    assert "finished: 8 steps" in caplog.text and "model.pt" in caplog.text
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["type"] == "train"]
+    assert [r["step"] for r in train] == [4, 8]
+    assert train[1]["loss"] == pytest.approx(sum(losses[4:8]) / 4, abs=1e-4)  # the mean
+
+
+def test_resume_cleans_up_after_a_kill(tiny_config, tmp_path, monkeypatch):
+    config = tiny(
+        tiny_config, "train.max_steps=24", "train.checkpoint_every=5", "train.valid_every=3"
+    )
+    original = Trainer._after_step
+
+    def crash_at_13(self, loss):
+        original(self, loss)
+        if self.progress.step == 13:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(Trainer, "_after_step", crash_at_13)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        Trainer(config, run).run()
+    monkeypatch.undo()
+    (run / "checkpoints" / ".step00000015.pt.tmp999").write_bytes(b"half")
+    (run / ".model.pt.tmp999").write_bytes(b"half")
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"type": "train", "st')  # cut short by the kill
+    Trainer(config, run, resume=True).run()
+    assert not list(run.glob(".*.tmp*")) and not list((run / "checkpoints").glob(".*"))
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    for kind in ("train", "valid"):
+        steps = [r["step"] for r in records if r["type"] == kind]
+        assert steps == sorted(set(steps)), kind  # no duplicates from the replay
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_go_on(tiny_config, tmp_path):
+    from seq2seq.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    config = tiny(tiny_config, "train.max_steps=3")
+    from seq2seq.config import save_config
+
+    save_config(config, run / "config.yaml")
+    (run / "log.jsonl").write_text('{"type": "train", "step": 50, "loss": 1}\n')
+    (run / "checkpoints" / ".step00000010.pt.tmp1").write_bytes(b"half")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert last_checkpoint(run)["progress"]["step"] == 3
+    assert '"step": 50' not in (run / "log.jsonl").read_text()
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    save_config(config, other / "config.yaml")
+    argv = ["train", "tiny", "--run-dir", str(other), "--set", f"data.dir={config.data.dir}"]
+    assert main([*argv, "--set", "train.max_steps=2"]) == 0
+
+
+def test_a_folder_with_other_files_is_not_a_run_folder(tiny_config, tmp_path):
+    from seq2seq.data import DataError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("my own notes")
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a run's"):
+        Trainer(tiny(tiny_config), tmp_path / "mine")
+    assert (tmp_path / "mine" / "config.yaml").read_text() == "my own notes"
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [("model.hidden_size=32", "model.hidden_size"), ("train.optimizer=adadelta", "optimizer")],
+)
+def test_resume_refuses_changes_the_checkpoint_cannot_follow(tiny_config, tmp_path, change, key):
+    from seq2seq.cli import main
+
+    run = tmp_path / "run"
+    Trainer(tiny(tiny_config, "train.max_steps=2"), run).run()
+    assert main(["train", "--resume", str(run), "--set", change, "--set", "train.max_steps=4"]) == 1
+    assert last_checkpoint(run)["progress"]["step"] == 2
+
+
+def test_bad_devices_and_bad_utf8_are_one_line(tiny_config, tmp_path, capsys):
+    import shutil
+
+    from seq2seq.cli import main
+
+    base = ["train", "tiny", "--set", f"data.dir={tiny_config.data.dir}"]
+    assert main([*base, "--run-dir", str(tmp_path / "a"), "--set", "train.device=tpu9"]) == 1
+    assert "not a torch device" in capsys.readouterr().err
+    folder = tmp_path / "prepared"
+    shutil.copytree(tiny_config.data.dir, folder)
+    with (folder / "val.en").open("ab") as f:
+        f.write(b"bad \xff\n")
+    with (folder / "val.de").open("ab") as f:
+        f.write(b"gut\n")
+    argv = ["train", "tiny", "--set", f"data.dir={folder}", "--run-dir", str(tmp_path / "b")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "val.en:21: not valid UTF-8" in err and "\n" not in err
