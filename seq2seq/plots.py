@@ -7,14 +7,17 @@ matplotlib is the optional `plot` extra; without it these functions raise a
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from seq2seq.config import ConfigError
-from seq2seq.data import collate_sources
+from seq2seq.data import DataError, collate_sources
 from seq2seq.search import forced_attention
 from seq2seq.translate import Translator
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot():
@@ -31,12 +34,9 @@ def _pyplot():
 def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Training loss, dev loss and dev BLEU against steps, from `log.jsonl`."""
     run_dir = Path(run_dir)
-    log_path = run_dir / "log.jsonl"
-    if not log_path.is_file():
-        raise ConfigError(f"{run_dir}: no log.jsonl (not a training run folder)")
-    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
-    train = [r for r in records if r["type"] == "train"]
-    valid = [r for r in records if r["type"] == "valid" and "loss" in r]
+    records = read_log(run_dir)
+    train = [r for r in records if r.get("type") == "train" and "loss" in r]
+    valid = [r for r in records if r.get("type") == "valid" and "bleu" in r]
     plt = _pyplot()
     fig, (loss_ax, bleu_ax) = plt.subplots(1, 2, figsize=(11, 4))
     loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
@@ -51,6 +51,23 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return output
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    """The records of a run's log.jsonl; a line cut short by a kill is skipped."""
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no log.jsonl (not a training run folder)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: not a JSON record, skipped", path, number + 1)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def plot_attention(translator: Translator, text: str, output: str | Path, beam: int) -> str:
@@ -87,7 +104,7 @@ def plot_phrase_space(labels: list[str], points: torch.Tensor, output: str | Pat
     fig, ax = plt.subplots(figsize=(10, 8))
     ax.scatter(points[:, 0], points[:, 1], s=8)
     for label, (x, y) in zip(labels, points.tolist()):
-        ax.annotate(label, (x, y), fontsize=8)
+        ax.annotate(label, (x, y), fontsize=8, parse_math=False)  # "$5$" is text, not TeX
     ax.set(title="phrase representations c (first two principal components)")
     fig.tight_layout()
     fig.savefig(output, dpi=100)

@@ -292,3 +292,24 @@ def test_api_accepts_a_lone_surrogate(tiny_model_file):
 
     translator = Translator.from_file(tiny_model_file)
     assert len(translator.translate(["der \udc80 hund"])) == 1
+
+
+def test_plot_skips_a_record_cut_short_and_draws_timed_reports(tiny_model_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_file.parent, run)
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"type": "valid", "step": 12, "timed": true, "bleu": 1.0, "loss": 2.0}\n{"ty')
+    assert main(["plot", str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["plot", str(tmp_path)]) == 1
+
+
+def test_phrase_space_labels_are_plain_text(tiny_model_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    phrases = tmp_path / "p.txt"
+    phrases.write_text("der $hund$\ndie katze $\n$\\frac{ein}{mann\nim park\n")
+    argv = ["phrase-space", "-m", str(tiny_model_file), str(phrases), "-o", str(tmp_path / "m.png")]
+    assert main(argv) == 0
