@@ -477,5 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, CheckpointError, TokenizerError, OSError) as error:
+        if isinstance(error, OSError) and error.filename:
+            error = f"{error.filename}: {error.strerror}"
         print(f"seq2seq {args.command}: error: {error}", file=sys.stderr)
         return 1
