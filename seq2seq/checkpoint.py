@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
+from seq2seq.errors import Seq2SeqError
 from seq2seq.files import atomic_path
 
 FORMAT_VERSION = 1
 KINDS = ("model", "checkpoint")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Seq2SeqError):
     """A model file cannot be used; the message says why in one line."""
 
 

@@ -14,11 +14,10 @@ import math
 import sys
 from pathlib import Path
 
-from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, check_device, preset_names
 from seq2seq.data import DataError
+from seq2seq.errors import Seq2SeqError
 from seq2seq.files import atomic_path
-from seq2seq.tokenizer import TokenizerError
 
 log = logging.getLogger("seq2seq")
 
@@ -476,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(args.threads)
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, TokenizerError, OSError) as error:
+    except (Seq2SeqError, OSError) as error:
         if isinstance(error, OSError) and error.filename:
             error = f"{error.filename}: {error.strerror}"
         print(f"seq2seq {args.command}: error: {error}", file=sys.stderr)

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from seq2seq.errors import Seq2SeqError
 
-class ConfigError(ValueError):
+
+class ConfigError(Seq2SeqError):
     """A setting is unknown or has a value that is not allowed."""
 
 

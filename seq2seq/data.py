@@ -22,6 +22,7 @@ from typing import IO
 
 import torch
 
+from seq2seq.errors import Seq2SeqError
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 # Splits tried, in order, for the train / validation / test roles.
@@ -35,7 +36,7 @@ SPLIT_NAMES = {
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class DataError(ValueError):
+class DataError(Seq2SeqError):
     """A corpus cannot be read; the message says which file and line."""
 
 

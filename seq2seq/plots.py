@@ -1,7 +1,7 @@
 """Pictures: training curves, attention weights, the phrase space (needs matplotlib).
 
 matplotlib is the optional `plot` extra; without it these functions raise a
-`ConfigError` that says how to install it.
+`MissingDependencyError` that says how to install it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from seq2seq.config import ConfigError
 from seq2seq.data import DataError, collate_sources
+from seq2seq.errors import MissingDependencyError
 from seq2seq.search import forced_attention
 from seq2seq.translate import Translator
 
@@ -27,7 +28,7 @@ def _pyplot():
         matplotlib.use("Agg")  # files only, no screen
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'seq2seq[plot]'") from None
+        raise MissingDependencyError("plots need matplotlib: pip install 'seq2seq[plot]'") from None
     return plt
 
 

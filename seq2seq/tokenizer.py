@@ -13,6 +13,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from seq2seq.errors import Seq2SeqError
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 _threads = os.cpu_count() or 1  # SentencePiece threads; `set_threads` changes it
@@ -24,7 +26,7 @@ def set_threads(count: int) -> None:
     _threads = max(count, 1)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(Seq2SeqError):
     """SentencePiece could not train (e.g. a vocabulary too small for the text)."""
 
 
