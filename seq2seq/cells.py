@@ -152,6 +152,11 @@ def make_cell(name: str, input_size: int, hidden_size: int) -> nn.Module:
     raise ValueError(f"unknown cell {name!r}; allowed: {', '.join(CELL_NAMES)}")
 
 
+def length_mask(lengths: Tensor, size: int) -> Tensor:
+    """[B, size] True at the first `lengths[b]` positions of each row: the one padding mask."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def run_cell(cell: nn.Module, x: Tensor, mask: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
     """Run one cell over a padded sequence in one direction.
 
@@ -210,7 +215,7 @@ class RecurrentLayer(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
-        mask = torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]
+        mask = length_mask(lengths.to(x.device), x.size(1))
         for index, directions in enumerate(self.cells):
             if index > 0:
                 x = self.dropout(x)

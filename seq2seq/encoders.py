@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seq2seq.cells import make_recurrent_layer
+from seq2seq.cells import length_mask, make_recurrent_layer
 
 
 @dataclass
@@ -61,7 +61,7 @@ class RNNEncoder(nn.Module):
         embedded = self.dropout(self.embedding(src_ids))  # [B, S, E]
         states, finals = self.rnn(embedded, src_lengths)  # [B, S, H*dirs], [dirs, B, H]
         last = torch.cat(list(finals), dim=-1)  # [B, H*dirs]
-        mask = torch.arange(src_ids.size(1), device=src_ids.device)[None] < src_lengths[:, None]
+        mask = length_mask(src_lengths, src_ids.size(1))
         return EncoderOutput(states, mask, torch.tanh(self.summarise(last)))
 
 
@@ -89,8 +89,7 @@ class GRConvEncoder(nn.Module):
     def forward(self, src_ids: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """src_ids [B, S], src_lengths [B] -> EncoderOutput over all levels."""
         level = self.leaf(self.dropout(self.embedding(src_ids)))  # [B, S, H]
-        positions = torch.arange(src_ids.size(1), device=src_ids.device)[None]
-        levels, masks = [level], [positions < src_lengths[:, None]]
+        levels, masks = [level], [length_mask(src_lengths, src_ids.size(1))]
         summary = level[:, 0]
         for depth in range(1, src_ids.size(1)):
             left, right = level[:, :-1], level[:, 1:]
@@ -99,7 +98,7 @@ class GRConvEncoder(nn.Module):
             w_c, w_l, w_r = torch.softmax(self.gate(pair), dim=-1).unsqueeze(-1).unbind(-2)
             level = w_c * candidate + w_l * left + w_r * right
             levels.append(level)
-            masks.append(positions[:, : level.size(1)] < (src_lengths[:, None] - depth))
+            masks.append(length_mask(src_lengths - depth, level.size(1)))  # a level is 1 shorter
             done = (src_lengths == depth + 1)[:, None]
             summary = torch.where(done, level[:, 0], summary)
         states = torch.cat(levels, dim=1)  # [B, S(S+1)/2, H]
