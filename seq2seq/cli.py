@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.config:
             raise ConfigError("train needs a config: a YAML file or a preset name")
         config = load_config(args.config, overrides)
-    model_path = Trainer(config, run_dir, resume=bool(args.resume)).run()
+    model_path = Trainer.build(config, run_dir, resume=bool(args.resume)).run()
     print(model_path)
     return 0
 

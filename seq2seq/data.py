@@ -260,6 +260,33 @@ def collate(src: list[list[int]], tgt: list[list[int]]) -> Batch:
     )
 
 
+def token_batches(
+    order: list[int],
+    budget: int,
+    src_lengths: list[int],
+    tgt_lengths: list[int] | None = None,
+) -> Iterator[list[int]]:
+    """Cut `order` (indices sorted by length) into batches by padded size.
+
+    A batch's padded size is its count x (longest source + longest target);
+    it stays within `budget`, except that a longer item gets a batch alone.
+    Used for training, translation (sources only) and forced scoring.
+    """
+    batch: list[int] = []
+    max_src = max_tgt = 0
+    for i in order:
+        new_src = max(max_src, src_lengths[i])
+        new_tgt = max(max_tgt, tgt_lengths[i]) if tgt_lengths else 0
+        if batch and (len(batch) + 1) * (new_src + new_tgt) > budget:
+            yield batch
+            batch = []
+            new_src, new_tgt = src_lengths[i], tgt_lengths[i] if tgt_lengths else 0
+        batch.append(i)
+        max_src, max_tgt = new_src, new_tgt
+    if batch:
+        yield batch
+
+
 def make_batches(
     src_lengths: list[int],
     tgt_lengths: list[int],
@@ -288,16 +315,7 @@ def make_batches(
     order = list(range(len(src_lengths)))
     rng.shuffle(order)  # random order among pairs of equal length
     order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
-    batches, current, max_src, max_tgt = [], [], 0, 0
-    for i in order:
-        new_src, new_tgt = max(max_src, src_lengths[i]), max(max_tgt, tgt_lengths[i])
-        if current and (len(current) + 1) * (new_src + new_tgt) > batch_tokens:
-            batches.append(current)
-            current, new_src, new_tgt = [], src_lengths[i], tgt_lengths[i]
-        current.append(i)
-        max_src, max_tgt = new_src, new_tgt
-    if current:
-        batches.append(current)
+    batches = list(token_batches(order, batch_tokens, src_lengths, tgt_lengths))
     rng.shuffle(batches)
     return batches
 

@@ -31,9 +31,9 @@ from typing import IO
 
 import torch
 
-from seq2seq.data import DataError, collate, collate_sources, open_text, raw_lines
+from seq2seq.data import DataError, collate_sources, open_text, raw_lines
 from seq2seq.files import atomic_path
-from seq2seq.translate import Translator, token_batches
+from seq2seq.translate import Translator
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +130,13 @@ def _per_unique(function: Callable[[list[str]], list], texts: list[str]) -> list
     return [results[text] for text in texts]
 
 
-@torch.inference_mode()
 def score_pairs(
     translator: Translator, src: list[str], tgt: list[str], batch_tokens: int = BATCH_TOKENS
 ) -> tuple[list[float], list[int]]:
-    """log p(tgt | src) for each pair, and the scored length (target tokens + EOS).
-
-    Pairs are sorted by length and batched by tokens; order is restored.
-    """
+    """log p(tgt | src) for each pair, and the scored length (target tokens + EOS)."""
     src_ids = _per_unique(translator.src.encode, src)
     tgt_ids = _per_unique(translator.tgt.encode, tgt)
-    order = sorted(range(len(src)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
-    log_probs, lengths = [0.0] * len(src), [len(t) + 1 for t in tgt_ids]
-    pair_lengths = [len(s) + len(t) + 2 for s, t in zip(src_ids, tgt_ids)]  # with EOS each
-    for group in token_batches(order, pair_lengths, batch_tokens):
-        batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
-        batch = batch.to(translator.device)
-        total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
-        for i, value in zip(group, total.tolist()):
-            log_probs[i] = value
-    return log_probs, lengths
+    return translator.score_ids(src_ids, tgt_ids, batch_tokens), [len(t) + 1 for t in tgt_ids]
 
 
 def prior_log_probs(

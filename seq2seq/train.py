@@ -1,23 +1,23 @@
-"""The training loop: batches, optimiser, schedule, validation, checkpoints, resume.
+"""The training loop: batches, optimiser, schedule, validation, early stopping.
 
-A run folder holds `config.yaml`, `log.jsonl` (one JSON record per report or
-validation), `checkpoints/step*.pt` (the last K) and `model.pt` (the best
-model by validation BLEU). `--resume` restores the model, optimiser,
-schedule, RNG streams and the position in the data order, so an interrupted
-run ends with the same parameters as an uninterrupted one.
+`Trainer.build` loads what a run needs (tokenizers, the encoded corpus, the
+run folder of runs.py) and `Trainer.run` trains until a limit, early
+stopping or a signal. `--resume` restores the model, optimiser, schedule,
+RNG streams and the position in the data order, so an interrupted run ends
+with the same parameters as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,20 +25,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from seq2seq.checkpoint import CheckpointError, load_file, model_payload, save_file
-from seq2seq.config import (
-    Config,
-    ConfigError,
-    TrainConfig,
-    check_device,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from seq2seq.config import Config, ConfigError, TrainConfig, check_device, config_to_dict
 from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
 from seq2seq.evaluate import score_corpus
-from seq2seq.files import atomic_path, remove_stale_temporaries
 from seq2seq.model import Seq2Seq, build_model, sequence_loss
 from seq2seq.prepare import load_tokenizers, read_stats
+from seq2seq.runs import RunFolder, check_resumable, rng_state, set_rng_state
 from seq2seq.tokenizer import Tokenizer, set_threads
 from seq2seq.translate import Translator
 
@@ -60,7 +52,7 @@ class Progress:
     train_seconds: float = 0.0
     target_tokens: int = 0
     done: bool = False
-    history: list = field(default_factory=list)
+    last_valid_step: int = -1  # the step of the last scheduled validation
 
 
 @dataclass
@@ -127,46 +119,25 @@ def autocast(train: TrainConfig, device: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def rng_state() -> dict:
-    """Every RNG stream the loop draws from (dropout, Python)."""
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class Trainer:
-    """Runs one training run in `run_dir`; see the module docstring."""
+    """One training run; see the module docstring."""
 
-    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
-        check_device(config.train.device)
-        if not config.data.dir:
-            raise ConfigError(
-                "data.dir: not set; --set data.dir=FOLDER (what seq2seq prepare wrote)"
-            )
-        config = with_languages(config, read_stats(config.data.dir))
-        self.config, self.train_cfg = config, config.train
-        self.run_dir = Path(run_dir)
-        if not resume:
-            check_new_run_folder(self.run_dir)
+    def __init__(
+        self,
+        config: Config,
+        run: RunFolder,
+        tokenizers: tuple[Tokenizer, Tokenizer],
+        corpus: Corpus,
+        stats: dict,
+        resume: bool = False,
+    ) -> None:
+        self.config, self.train_cfg, self.run_folder = config, config.train, run
+        self.src_tok, self.tgt_tok = tokenizers
+        self.corpus, self.stats = corpus, stats
         self.rank, self.world = _distributed_setup(self.train_cfg.device)
         self.device = _device(self.train_cfg.device, self.rank)
-        if self.train_cfg.threads:
-            torch.set_num_threads(self.train_cfg.threads)
-            set_threads(self.train_cfg.threads)
         torch.manual_seed(self.train_cfg.seed)
         random.seed(self.train_cfg.seed)
-        data = config.data
-        self.src_tok, self.tgt_tok, self.stats = load_tokenizers(data.dir, data.src, data.tgt)
-        self.corpus = load_corpus(config, self.src_tok, self.tgt_tok)
         self.model = build_model(config.model, self.src_tok.vocab_size, self.tgt_tok.vocab_size)
         self.model.to(self.device)
         self.net = self.model
@@ -175,13 +146,31 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.train_cfg)
         self.scheduler = make_scheduler(self.optimizer, self.train_cfg)
         self.progress = Progress()
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM; the loop stops after a step
         self._last_valid_seconds = 0.0  # training time at the last dev report
-        self._loss_sum, self._loss_steps = 0.0, 0  # since the last train report
+        self._loss_sum, self._loss_steps = 0.0, 0  # since the last training report
         if resume:
             self._restore()
-        else:
-            self._start_run_folder()
+        elif self.rank == 0:
+            self.run_folder.start(config)
+
+    @classmethod
+    def build(cls, config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
+        """Check the settings and the run folder, load the tokenizers and the corpus."""
+        check_device(config.train.device)
+        if not config.data.dir:
+            raise ConfigError("data.dir: not set; --set data.dir=FOLDER (a prepared corpus)")
+        config = with_languages(config, read_stats(config.data.dir))
+        run = RunFolder(run_dir)
+        if not resume:
+            run.check_new()
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+            set_threads(config.train.threads)
+        data = config.data
+        src_tok, tgt_tok, stats = load_tokenizers(data.dir, data.src, data.tgt)
+        corpus = load_corpus(config, src_tok, tgt_tok)
+        return cls(config, run, (src_tok, tgt_tok), corpus, stats, resume)
 
     # ------------------------------------------------------------ the loop
 
@@ -191,75 +180,87 @@ class Trainer:
         old_handlers = {
             s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
-        src_lengths = [len(s) + 1 for s in self.corpus.src]
-        tgt_lengths = [len(t) + 1 for t in self.corpus.tgt]
-        last_save = time.monotonic()
-        bar = self.bar = tqdm(
+        self.bar = tqdm(
             total=cfg.max_steps or None,
             initial=progress.step,
             unit=" steps",
             disable=None if self.rank == 0 else True,
             dynamic_ncols=True,
         )
+        last_save = time.monotonic()
         try:
-            while not progress.done and progress.epoch < cfg.max_epochs:
-                batches = make_batches(
-                    src_lengths, tgt_lengths, cfg.batch_tokens, cfg.seed, progress.epoch
+            for group in () if progress.done else self._batch_groups():
+                self._step(group)
+                minutes = (time.monotonic() - last_save) / 60
+                if (
+                    progress.step % cfg.checkpoint_every == 0
+                    or minutes >= cfg.checkpoint_minutes
+                    or self.stop_signal
+                ):
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+                if progress.done or self.stop_signal:
+                    break
+            if self.stop_signal:
+                log.warning(
+                    "stopped by signal at step %d; resume with --resume %s",
+                    progress.step,
+                    self.run_folder.path,
                 )
-                if progress.batch_index == 0 and self.rank == 0:
-                    log.info(
-                        "epoch %d: %d batches, %.1f%% real tokens",
-                        progress.epoch + 1,
-                        len(batches),
-                        100 * padding_efficiency(batches, src_lengths, tgt_lengths),
-                    )
-                per_step = cfg.accumulate * self.world
-                while progress.batch_index < len(batches) and not progress.done:
-                    group = batches[progress.batch_index : progress.batch_index + per_step]
-                    started = time.perf_counter()
-                    loss, tokens = self._train_step(group)
-                    progress.train_seconds += time.perf_counter() - started
-                    progress.target_tokens += tokens
-                    progress.batch_index += per_step
-                    progress.step += 1
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{loss:.3f}",
-                        lr=f"{self._lr():.2e}",
-                        tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
-                        refresh=False,
-                    )
-                    self._loss_sum += loss
-                    self._loss_steps += 1
-                    self._after_step(loss)
-                    minutes = (time.monotonic() - last_save) / 60
-                    if (
-                        progress.step % cfg.checkpoint_every == 0
-                        or minutes >= cfg.checkpoint_minutes
-                        or self.stop_signal
-                    ):
-                        self.save_checkpoint()
-                        last_save = time.monotonic()
-                    if self.stop_signal:
-                        raise KeyboardInterrupt
-                if progress.batch_index >= len(batches):
-                    progress.epoch += 1
-                    progress.batch_index = 0
-            validated = progress.history and progress.history[-1]["step"] == progress.step
-            if not validated:  # the final state is a candidate for the best model too
+                return self.run_folder.model_path
+            if progress.last_valid_step != progress.step:  # the final state is a candidate too
                 self.validate()
             progress.done = True
             self.save_checkpoint()
             self._log_summary()
-        except KeyboardInterrupt:
-            log.warning(
-                "stopped by signal at step %d; resume with --resume %s", progress.step, self.run_dir
-            )
         finally:
-            bar.close()
+            self.bar.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-        return self.run_dir / "model.pt"
+        return self.run_folder.model_path
+
+    def _batch_groups(self) -> Iterator[list[list[int]]]:
+        """Groups of `accumulate x world` batches, one a step, from where the run stands."""
+        cfg, progress = self.train_cfg, self.progress
+        src_lengths = [len(s) + 1 for s in self.corpus.src]
+        tgt_lengths = [len(t) + 1 for t in self.corpus.tgt]
+        per_step = cfg.accumulate * self.world
+        while progress.epoch < cfg.max_epochs:
+            batches = make_batches(
+                src_lengths, tgt_lengths, cfg.batch_tokens, cfg.seed, progress.epoch
+            )
+            if progress.batch_index == 0 and self.rank == 0:
+                log.info(
+                    "epoch %d: %d batches, %.1f%% real tokens",
+                    progress.epoch + 1,
+                    len(batches),
+                    100 * padding_efficiency(batches, src_lengths, tgt_lengths),
+                )
+            while progress.batch_index < len(batches):
+                group = batches[progress.batch_index : progress.batch_index + per_step]
+                progress.batch_index += per_step
+                yield group
+            progress.epoch += 1
+            progress.batch_index = 0
+
+    def _step(self, group: list[list[int]]) -> None:
+        """Train on one group, count it, report and validate when due."""
+        progress = self.progress
+        started = time.perf_counter()
+        loss, tokens = self._train_step(group)
+        progress.train_seconds += time.perf_counter() - started
+        progress.target_tokens += tokens
+        progress.step += 1
+        self.bar.update(1)
+        self.bar.set_postfix(
+            loss=f"{loss:.3f}",
+            lr=f"{self._lr():.2e}",
+            tok_s=f"{progress.target_tokens / progress.train_seconds:.0f}",
+            refresh=False,
+        )
+        self._loss_sum += loss
+        self._loss_steps += 1
+        self._after_step(loss)
 
     def _train_step(self, group: list[list[int]]) -> tuple[float, int]:
         """One optimiser step over `group` (accumulate x world batches)."""
@@ -340,7 +341,7 @@ class Trainer:
             progress.epoch,
             progress.train_seconds / 60,
             best,
-            self.run_dir / "model.pt",
+            self.run_folder.model_path,
         )
 
     def _limits_reached(self) -> bool:
@@ -389,7 +390,7 @@ class Trainer:
             if record["bleu"] > progress.best_bleu:
                 progress.best_bleu, progress.best_step = record["bleu"], progress.step
                 progress.bad_validations = 0
-                save_file(self.model_file(), self.run_dir / "model.pt")
+                save_file(self.model_file(), self.run_folder.model_path)
             else:
                 progress.bad_validations += 1
             log.info(
@@ -402,7 +403,7 @@ class Trainer:
                 progress.best_step,
             )
         elif self.rank == 0:  # no dev split: the latest model is the model
-            save_file(self.model_file(), self.run_dir / "model.pt")
+            save_file(self.model_file(), self.run_folder.model_path)
         if self.world > 1:  # every rank takes the same decisions
             shared = [progress.best_bleu, progress.bad_validations, record.get("bleu", 0.0)]
             box = [shared]
@@ -413,7 +414,7 @@ class Trainer:
         patience = self.train_cfg.patience
         if patience and progress.bad_validations >= patience:  # _limits_reached stops the run
             log.info("no dev BLEU gain in %d validations: stopping", patience)
-        progress.history.append(record)
+        progress.last_valid_step = progress.step
         self._log(record)
         return record
 
@@ -425,14 +426,9 @@ class Trainer:
         )
         src_ids = translator.encode_sources(self.corpus.dev_src)
         tgt_ids = self.tgt_tok.encode(self.corpus.dev_ref)
-        loss_sum, tokens = 0.0, 0
-        for start in range(0, len(src_ids), 64):
-            batch = collate(src_ids[start : start + 64], tgt_ids[start : start + 64])
-            batch = batch.to(self.device)
-            with autocast(self.train_cfg, self.device):
-                total, _ = self.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
-            loss_sum -= float(total.sum())
-            tokens += batch.num_tokens
+        with autocast(self.train_cfg, self.device):
+            log_probs = translator.score_ids(src_ids, tgt_ids, self.train_cfg.batch_tokens)
+        loss_sum, tokens = -sum(log_probs), sum(len(t) + 1 for t in tgt_ids)
         hypotheses = [t.texts[0] for t in translator.translate(self.corpus.dev_src, beam=1)]
         bleu = score_corpus(hypotheses, self.corpus.dev_ref)
         self.model.train()
@@ -476,24 +472,16 @@ class Trainer:
             rng=rng_state(),
             progress=asdict(self.progress),
         )
-        folder = self.run_dir / "checkpoints"
-        save_file(payload, folder / f"step{self.progress.step:08d}.pt")
-        for old in sorted(folder.glob("step*.pt"))[: -self.train_cfg.keep_checkpoints]:
-            old.unlink()
-
-    def _start_run_folder(self) -> None:
-        if self.rank != 0:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "log.jsonl").unlink(missing_ok=True)  # of a run killed before step 1
-        remove_stale_temporaries(self.run_dir / "checkpoints")
-        save_config(self.config, self.run_dir / "config.yaml")
+        self.run_folder.save_checkpoint(
+            payload, self.progress.step, self.train_cfg.keep_checkpoints
+        )
 
     def _restore(self) -> None:
-        checkpoints = sorted((self.run_dir / "checkpoints").glob("step*.pt"))
+        checkpoints = self.run_folder.checkpoints()
         if not checkpoints:  # killed before its first checkpoint: nothing to lose
-            log.warning("%s: no checkpoint yet; starting the run from step 0", self.run_dir)
-            self._start_run_folder()
+            log.warning("%s: no checkpoint yet; starting the run from step 0", self.run_folder.path)
+            if self.rank == 0:
+                self.run_folder.start(self.config)
             return
         payload = load_file(checkpoints[-1], kind="checkpoint")
         check_resumable(self.config, payload["config"])
@@ -509,31 +497,12 @@ class Trainer:
         self.progress.done = self._limits_reached()  # --set may have raised a limit
         self._last_valid_seconds = self.progress.train_seconds
         if self.rank == 0:
-            remove_stale_temporaries(self.run_dir / "checkpoints")
-            remove_stale_temporaries(self.run_dir)
-            self._drop_log_records_after(self.progress.step)
+            self.run_folder.clean_after_kill(self.progress.step)
         log.info("resumed from %s (step %d)", checkpoints[-1], self.progress.step)
-
-    def _drop_log_records_after(self, step: int) -> None:
-        """log.jsonl as it was at the checkpoint: the steps after it are replayed."""
-        path = self.run_dir / "log.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a record cut short by the kill
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= step:
-                kept.append(line + "\n")
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(kept), encoding="utf-8")
 
     def _log(self, record: dict) -> None:
         if self.rank == 0:
-            with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self.run_folder.log(record)
 
     def _on_signal(self, signum: int, frame) -> None:
         log.warning("signal %d: saving a checkpoint after this step", signum)
@@ -545,44 +514,6 @@ def with_languages(config: Config, stats: dict) -> Config:
     data = config.data
     data = replace(data, src=data.src or stats["src"], tgt=data.tgt or stats["tgt"])
     return replace(config, data=data)
-
-
-RUN_FILES = {"config.yaml", "log.jsonl", "checkpoints", "curves.png"}
-
-
-def check_new_run_folder(run_dir: Path) -> None:
-    """A new run may use a missing or empty folder, or one whose run was killed
-    before its first checkpoint; nothing else is overwritten."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: exists and is not a folder")
-    if (run_dir / "model.pt").exists() or list((run_dir / "checkpoints").glob("step*.pt")):
-        raise DataError(f"{run_dir} holds a run already: --resume {run_dir} or another --run-dir")
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        raise DataError(
-            f"{run_dir}: holds files that are not a run's ({foreign[0]}, ...); "
-            "choose another --run-dir"
-        )
-
-
-# Settings a resumed run cannot change: the weights, the data order and the
-# optimizer state in the checkpoint were made with them.
-FIXED_ON_RESUME = {"model": None, "data": None, "train": ("optimizer", "schedule")}
-
-
-def check_resumable(config: Config, saved: dict) -> None:
-    """Refuse `--set` changes that the checkpoint cannot follow, naming the key."""
-    new = config_to_dict(config)
-    saved = config_to_dict(config_from_dict(saved))
-    for section, keys in FIXED_ON_RESUME.items():
-        for key in keys or new[section]:
-            if new[section][key] != saved[section][key]:
-                raise ConfigError(
-                    f"--resume: {section}.{key} cannot change in a resumed run "
-                    f"({saved[section][key]!r} -> {new[section][key]!r}); start a new run"
-                )
 
 
 def _distributed_setup(device: str) -> tuple[int, int]:

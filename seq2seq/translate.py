@@ -16,7 +16,7 @@ import torch
 
 from seq2seq.checkpoint import CheckpointError, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
-from seq2seq.data import clean, collate_sources
+from seq2seq.data import clean, collate, collate_sources, token_batches
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
@@ -106,7 +106,7 @@ class Translator:
         for i in set(range(len(texts))) - set(todo):
             results[i] = Translation([""] * nbest, [0.0] * nbest)
         todo.sort(key=lambda i: len(ids[i]))
-        for group in token_batches(todo, [len(s) + 1 for s in ids], batch_tokens // beam):
+        for group in token_batches(todo, batch_tokens // beam, [len(s) + 1 for s in ids]):
             src_ids, src_lengths = collate_sources([ids[i] for i in group])
             hyps_per_sentence = self._search(
                 src_ids.to(self.device), src_lengths.to(self.device), beam, nbest
@@ -127,6 +127,27 @@ class Translator:
             self.model, src_ids, src_lengths, beam=beam, alpha=search.alpha, nbest=nbest, **lengths
         )
 
+    @torch.inference_mode()
+    def score_ids(
+        self, src_ids: list[list[int]], tgt_ids: list[list[int]], batch_tokens: int
+    ) -> list[float]:
+        """log p(tgt | src) of each pair by forced decoding, in input order.
+
+        The one scoring path: dev loss, `score-phrases` and sentence-pair
+        scoring all use it. Pairs are sorted by length and batched by tokens.
+        """
+        order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
+        src_lengths = [len(s) + 1 for s in src_ids]  # EOS included
+        tgt_lengths = [len(t) + 1 for t in tgt_ids]
+        log_probs = [0.0] * len(src_ids)
+        for group in token_batches(order, batch_tokens, src_lengths, tgt_lengths):
+            batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
+            batch = batch.to(self.device)
+            total, _ = self.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+            for i, value in zip(group, total.tolist()):
+                log_probs[i] = value
+        return log_probs
+
     def translate_stream(
         self,
         lines: Iterable[str],
@@ -143,15 +164,3 @@ class Translator:
                 chunk = []
         if chunk:
             yield from self.translate(chunk, beam, nbest, batch_tokens)
-
-
-def token_batches(order: list[int], lengths: list[int], budget: int) -> Iterator[list[int]]:
-    """Cut length-sorted indices into batches of at most `budget` padded tokens."""
-    batch: list[int] = []
-    for i in order:
-        if batch and (len(batch) + 1) * lengths[i] > budget:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch

@@ -9,6 +9,7 @@ import torch
 
 from seq2seq.checkpoint import load_file
 from seq2seq.config import ConfigError, load_config
+from seq2seq.runs import RunFolderError
 from seq2seq.train import Trainer
 
 
@@ -24,7 +25,7 @@ def assert_same_parameters(a, b):
 
 def test_training_writes_run_folder_and_model(tiny_config, tmp_path):
     run = tmp_path / "run"
-    model_path = Trainer(tiny_config, run).run()
+    model_path = Trainer.build(tiny_config, run).run()
     assert model_path.is_file() and (run / "config.yaml").is_file()
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["type"] == "valid"]
@@ -46,7 +47,7 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
         "model.dropout=0.3",
     ]
     config = load_config("tiny", overrides)
-    Trainer(config, tmp_path / "straight").run()
+    Trainer.build(config, tmp_path / "straight").run()
 
     original = Trainer._after_step
 
@@ -57,10 +58,10 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
 
     monkeypatch.setattr(Trainer, "_after_step", crash_at_13)
     with pytest.raises(RuntimeError, match="power cut"):
-        Trainer(config, tmp_path / "crashed").run()
+        Trainer.build(config, tmp_path / "crashed").run()
     monkeypatch.undo()
     assert last_checkpoint(tmp_path / "crashed")["progress"]["step"] == 10
-    Trainer(config, tmp_path / "crashed", resume=True).run()
+    Trainer.build(config, tmp_path / "crashed", resume=True).run()
     straight = last_checkpoint(tmp_path / "straight")
     resumed = last_checkpoint(tmp_path / "crashed")
     assert resumed["progress"]["step"] == straight["progress"]["step"] == 24
@@ -70,11 +71,11 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
 
 def test_resume_a_finished_run_with_a_higher_limit(tiny_config, tmp_path):
     config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=3"])
-    Trainer(config, tmp_path / "run").run()
-    Trainer(config, tmp_path / "run", resume=True).run()  # limits unchanged: nothing to do
+    Trainer.build(config, tmp_path / "run").run()
+    Trainer.build(config, tmp_path / "run", resume=True).run()  # limits unchanged: nothing to do
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 3
     more = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=5"])
-    Trainer(more, tmp_path / "run", resume=True).run()
+    Trainer.build(more, tmp_path / "run", resume=True).run()
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 5
 
 
@@ -82,17 +83,16 @@ def test_early_stopping_after_patience_validations_without_gain(tiny_config, tmp
     # lr ~0: the dev BLEU never moves, so every validation after the first is "no gain"
     overrides = ["train.lr=1e-9", "train.valid_every=2", "train.patience=2", "train.max_steps=50"]
     config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", *overrides])
-    Trainer(config, tmp_path / "run").run()
+    Trainer.build(config, tmp_path / "run").run()
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 6
 
 
 def test_a_finished_run_folder_is_not_overwritten(tiny_config, tmp_path):
-    from seq2seq.data import DataError
 
     config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=2"])
-    Trainer(config, tmp_path / "run").run()
-    with pytest.raises(DataError, match="holds a run already: --resume"):
-        Trainer(config, tmp_path / "run")
+    Trainer.build(config, tmp_path / "run").run()
+    with pytest.raises(RunFolderError, match="holds a run already: --resume"):
+        Trainer.build(config, tmp_path / "run")
 
 
 def test_signal_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch):
@@ -106,7 +106,7 @@ def test_signal_saves_a_checkpoint_and_stops(tiny_config, tmp_path, monkeypatch)
             self._on_signal(signal.SIGTERM, None)
 
     monkeypatch.setattr(Trainer, "_after_step", interrupt_at_4)
-    Trainer(tiny_config, tmp_path / "run").run()
+    Trainer.build(tiny_config, tmp_path / "run").run()
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 4
 
 
@@ -138,7 +138,7 @@ def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
             "model.cell=gru",
         ],
     )
-    Trainer(config, tmp_path / "run").run()
+    Trainer.build(config, tmp_path / "run").run()
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 8
 
 
@@ -204,16 +204,16 @@ def tiny(tiny_config, *overrides):
 def test_languages_come_from_the_prepared_folder(tiny_config, tmp_path):
     from seq2seq.data import DataError
 
-    trainer = Trainer(tiny(tiny_config, "data.src=''", "data.tgt=''"), tmp_path / "a")
+    trainer = Trainer.build(tiny(tiny_config, "data.src=''", "data.tgt=''"), tmp_path / "a")
     assert (trainer.config.data.src, trainer.config.data.tgt) == ("de", "en")
     assert load_config(tmp_path / "a" / "config.yaml").data.src == "de"
     # the other direction uses each language's own tokenizer
-    reverse = Trainer(tiny(tiny_config, "data.src=en", "data.tgt=de"), tmp_path / "b")
+    reverse = Trainer.build(tiny(tiny_config, "data.src=en", "data.tgt=de"), tmp_path / "b")
     folder = tiny_config.data.dir
     assert reverse.src_tok.model_bytes == (Path(folder) / "spm.en.model").read_bytes()
     assert reverse.tgt_tok.model_bytes == (Path(folder) / "spm.de.model").read_bytes()
     with pytest.raises(DataError, match="prepared for de->en, not fr->en"):
-        Trainer(tiny(tiny_config, "data.src=fr"), tmp_path / "c")
+        Trainer.build(tiny(tiny_config, "data.src=fr"), tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
 
@@ -225,13 +225,13 @@ def test_corpus_neutral_presets_and_their_multi30k_variants():
         assert variant.model == neutral.model and variant.search == neutral.search
         assert (variant.data.src, variant.data.tgt, variant.train.valid_every) == ("de", "en", 400)
     with pytest.raises(ConfigError, match="data.dir: not set"):
-        Trainer(load_config("attention"), "unused")
+        Trainer.build(load_config("attention"), "unused")
 
 
 def test_timed_dev_reports_do_not_change_the_run(tiny_config, tmp_path):
     common = ["train.max_steps=12", "train.valid_every=5", "model.dropout=0.3"]
-    Trainer(tiny(tiny_config, *common), tmp_path / "steps").run()
-    Trainer(tiny(tiny_config, *common, "train.valid_minutes=1e-9"), tmp_path / "timed").run()
+    Trainer.build(tiny(tiny_config, *common), tmp_path / "steps").run()
+    Trainer.build(tiny(tiny_config, *common, "train.valid_minutes=1e-9"), tmp_path / "timed").run()
     records = [json.loads(x) for x in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()]
     timed = [r for r in records if r.get("timed")]
     assert timed and all("bleu" in r for r in timed)
@@ -255,7 +255,7 @@ def test_without_a_terminal_the_log_shows_progress_and_a_summary(
         return loss, tokens
 
     monkeypatch.setattr(Trainer, "_train_step", recording)
-    Trainer(tiny(tiny_config, "train.max_steps=8"), tmp_path / "run").run()
+    Trainer.build(tiny(tiny_config, "train.max_steps=8"), tmp_path / "run").run()
     assert "step 4 epoch 1: loss" in caplog.text and "target tokens/s" in caplog.text
     assert "finished: 8 steps" in caplog.text and "model.pt" in caplog.text
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -278,13 +278,13 @@ def test_resume_cleans_up_after_a_kill(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_after_step", crash_at_13)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError):
-        Trainer(config, run).run()
+        Trainer.build(config, run).run()
     monkeypatch.undo()
     (run / "checkpoints" / ".step00000015.pt.tmp999").write_bytes(b"half")
     (run / ".model.pt.tmp999").write_bytes(b"half")
     with (run / "log.jsonl").open("a") as f:
         f.write('{"type": "train", "st')  # cut short by the kill
-    Trainer(config, run, resume=True).run()
+    Trainer.build(config, run, resume=True).run()
     assert not list(run.glob(".*.tmp*")) and not list((run / "checkpoints").glob(".*"))
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     for kind in ("train", "valid"):
@@ -314,13 +314,12 @@ def test_a_run_killed_before_its_first_checkpoint_can_go_on(tiny_config, tmp_pat
 
 
 def test_a_folder_with_other_files_is_not_a_run_folder(tiny_config, tmp_path):
-    from seq2seq.data import DataError
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.yaml").write_text("my own notes")
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match="not a run's"):
-        Trainer(tiny(tiny_config), tmp_path / "mine")
+    with pytest.raises(RunFolderError, match="not a run.s"):
+        Trainer.build(tiny(tiny_config), tmp_path / "mine")
     assert (tmp_path / "mine" / "config.yaml").read_text() == "my own notes"
 
 
@@ -332,7 +331,7 @@ def test_resume_refuses_changes_the_checkpoint_cannot_follow(tiny_config, tmp_pa
     from seq2seq.cli import main
 
     run = tmp_path / "run"
-    Trainer(tiny(tiny_config, "train.max_steps=2"), run).run()
+    Trainer.build(tiny(tiny_config, "train.max_steps=2"), run).run()
     assert main(["train", "--resume", str(run), "--set", change, "--set", "train.max_steps=4"]) == 1
     assert last_checkpoint(run)["progress"]["step"] == 2
 
