@@ -23,8 +23,9 @@ class DecoderState:
 
     Attributes:
         hidden: [B, H] the GRU state.
-        context: context decoder: C c, [B, 3H]; attention: the last c_i, [B, D].
-        context_out: context decoder: O_c c, [B, 2L]; attention: unused.
+        context: attention: the last context vector c_i, [B, D].
+        context_gates: context decoder: C c, the summary's share of the gates, [B, 3H].
+        context_out: context decoder: O_c c, its share of the output layer, [B, 2L].
         memory: attention: encoder states [B, S, D].
         keys: attention: U_a memory, [B, S, A], projected once per sentence.
         mask: attention: [B, S] real source positions.
@@ -32,7 +33,8 @@ class DecoderState:
     """
 
     hidden: Tensor
-    context: Tensor
+    context: Tensor | None = None
+    context_gates: Tensor | None = None
     context_out: Tensor | None = None
     memory: Tensor | None = None
     keys: Tensor | None = None
@@ -84,17 +86,19 @@ class ContextDecoder(nn.Module):
         c = encoded.summary
         return DecoderState(
             hidden=torch.tanh(self.init_hidden(c)),
-            context=self.context_gates(c),
+            context_gates=self.context_gates(c),
             context_out=self.out_context(c),
         )
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """embedded [B, E] (previous target word) -> features [B, L], new state."""
         hidden = gru_step(
-            self.input(embedded), self.recurrent(state.hidden) + state.context, state.hidden
+            self.input(embedded), self.recurrent(state.hidden) + state.context_gates, state.hidden
         )
         features = self.out_hidden(hidden) + self.out_embedded(embedded) + state.context_out
-        new_state = DecoderState(hidden, state.context, state.context_out)
+        new_state = DecoderState(
+            hidden, context_gates=state.context_gates, context_out=state.context_out
+        )
         return self.dropout(maxout(features)), new_state
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
@@ -105,7 +109,7 @@ class ContextDecoder(nn.Module):
         """
         hidden, states = state.hidden, []
         for input_gates in self.input(embedded).unbind(1):  # unbind: see cells.run_cell
-            hidden = gru_step(input_gates, self.recurrent(hidden) + state.context, hidden)
+            hidden = gru_step(input_gates, self.recurrent(hidden) + state.context_gates, hidden)
             states.append(hidden)
         hiddens = torch.stack(states, dim=1)  # [B, T, H]
         features = (
@@ -170,7 +174,14 @@ class AttentionDecoder(nn.Module):
         hidden = gru_step(
             input_gates + self.input_context(context), self.recurrent(state.hidden), state.hidden
         )
-        return DecoderState(hidden, context, None, state.memory, state.keys, state.mask, weights)
+        return DecoderState(
+            hidden,
+            context=context,
+            memory=state.memory,
+            keys=state.keys,
+            mask=state.mask,
+            attention=weights,
+        )
 
     def _output(self, hidden: Tensor, embedded: Tensor, context: Tensor) -> Tensor:
         features = self.out_hidden(hidden) + self.out_embedded(embedded) + self.out_context(context)
