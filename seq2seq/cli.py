@@ -93,8 +93,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _check_distinct(args.input, args.output, "--input", "--output")
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
     beam = args.beam or translator.config.search.beam
-    if args.nbest > beam:
-        raise ConfigError(f"--nbest {args.nbest} needs --beam >= {args.nbest} (the beam is {beam})")
+    nbest = args.nbest or translator.config.search.nbest
+    if nbest > beam:
+        raise ConfigError(f"an n-best of {nbest} needs --beam >= {nbest} (the beam is {beam})")
     if args.plot_attention:
         from seq2seq.plots import plot_attention
 
@@ -107,10 +108,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.output:  # written under a temporary name: a killed run leaves no partial file
             tmp = stack.enter_context(atomic_path(args.output))
             out = stack.enter_context(tmp.open("w", encoding="utf-8"))
-        results = translator.translate_stream(lines, beam, args.nbest, args.batch_tokens)
+        results = translator.translate_stream(lines, beam, nbest, args.batch_tokens)
         bar = stack.enter_context(tqdm(unit=" lines", disable=None if args.output else True))
         for index, result in enumerate(results):
-            if args.nbest > 1:
+            if nbest > 1:
                 for text, score in zip(result.texts, result.scores):
                     out.write(f"{index} ||| {text} ||| {score:.4f}\n")
             else:
@@ -129,18 +130,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.data import read_lines
     from seq2seq.evaluate import score_corpus
 
-    refs = list(read_lines(args.ref))
-    if not refs:
-        raise DataError(f"{args.ref}: no lines to score")
     if args.hyp:
-        hyps = list(read_lines(args.hyp))
+        if not args.ref:
+            raise ConfigError("--hyp needs --ref")
+        hyps, ref = list(read_lines(args.hyp)), args.ref
     else:
         from seq2seq.translate import Translator
 
-        if not args.src:
-            raise ConfigError("evaluate needs --src (with -m) or --hyp")
+        if bool(args.src) != bool(args.ref):
+            raise ConfigError("give --src and --ref, or neither (the model's test split)")
         translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
-        hyps = [t.texts[0] for t in translator.translate_stream(read_lines(args.src), args.beam)]
+        src, ref = args.src, args.ref
+        if not src:
+            data = translator.config.data
+            src, ref = (
+                str(Path(data.dir) / f"{data.test}.{lang}") for lang in (data.src, data.tgt)
+            )
+            log.info("the model's test split: %s and %s", src, ref)
+        hyps = [t.texts[0] for t in translator.translate_stream(read_lines(src), args.beam)]
+    refs = list(read_lines(ref))
+    if not refs:
+        raise DataError(f"{ref}: no lines to score")
     result = score_corpus(hyps, refs)
     if args.json:
         print(json.dumps(result))
@@ -383,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--beam", type=positive_int, help="beam size (1 = greedy; default from the model)"
     )
     p.add_argument(
-        "--nbest", type=positive_int, default=1, help="write K best as 'i ||| text ||| score'"
+        "--nbest",
+        type=positive_int,
+        help="write K best as 'i ||| text ||| score' (default: search.nbest of the model)",
     )
     p.add_argument(
         "--batch-tokens",
@@ -398,9 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "BLEU and chrF with sacreBLEU signatures")
     p.add_argument("-m", "--model", help="model file or run folder (default: the shipped model)")
-    p.add_argument("--src", help="source file to translate")
+    p.add_argument(
+        "--src", help="source file to translate (default: the model's data.dir/data.test split)"
+    )
     p.add_argument("--hyp", help="existing system output instead of -m/--src")
-    p.add_argument("--ref", required=True, help="reference file")
+    p.add_argument("--ref", help="reference file (default: see --src)")
     p.add_argument("--beam", type=positive_int, help="beam size (default from the model)")
     device(p)
     p.add_argument("--json", action="store_true", help="print JSON")

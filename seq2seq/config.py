@@ -44,7 +44,7 @@ class DataConfig:
     tgt: str = ""  # "": its target language
     train: str = "train"
     valid: str = "val"
-    test: str = "test_2016_flickr"
+    test: str = "test"  # what `evaluate -m MODEL` scores by default
     max_len: int = _positive(100)  # tokens; longer training pairs are skipped
 
 
@@ -105,7 +105,7 @@ class SearchConfig:
     alpha: float = _at_least(1.0, 0)  # length-normalisation exponent
     max_len_a: float = _at_least(1.5, 0)  # max output length = a * src + b
     max_len_b: int = _at_least(10, 0)
-    nbest: int = _positive(1)
+    nbest: int = _positive(1)  # outputs per input line of `translate`
     batch_tokens: int = _positive(6000)
 
 

@@ -171,9 +171,7 @@ def read_hub(name: str, split: str, src: str, tgt: str) -> Iterator[tuple[str, s
         yield row[src], row[tgt]
 
 
-def hub_splits(name: str) -> dict[str, str]:
-    """The datasets hub uses train / validation / test."""
-    return {"train": "train", "val": "validation", "test": "test"}
+HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # the hub's names
 
 
 def _hub_reachable() -> bool:

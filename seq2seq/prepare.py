@@ -17,12 +17,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from seq2seq.data import (
+    HUB_SPLITS,
     DataError,
     clean,
     corpus_format,
     drop_reason,
     folder_splits,
-    hub_splits,
     is_held_out,
     read_folder,
     read_hub,
@@ -38,14 +38,14 @@ ENCODE_CHUNK = 10_000  # lines per SentencePiece call when counting tokens
 
 
 def _split_streams(
-    corpus: str, fmt: str, src: str, tgt: str, valid_percent: float
+    corpus: str, fmt: str, src: str, tgt: str
 ) -> Iterator[tuple[str, Iterator[tuple[str, str]]]]:
     """(role, pairs) for each split; single-file corpora hold out a hash split."""
     if fmt == "folder":
         for role, split in folder_splits(Path(corpus), src, tgt).items():
             yield role, read_folder(Path(corpus), split, src, tgt)
     elif fmt == "hub":
-        for role, split in hub_splits(corpus).items():
+        for role, split in HUB_SPLITS.items():
             yield role, read_hub(corpus, split, src, tgt)
     else:
         reader = read_moses if fmt == "moses" else read_tsv
@@ -204,7 +204,7 @@ def _write_splits(
         files[role][1].write(tgt_text + "\n")
 
     try:
-        for role, pairs in _split_streams(corpus, fmt, src, tgt, valid_percent):
+        for role, pairs in _split_streams(corpus, fmt, src, tgt):
             for src_text, tgt_text in tqdm(
                 pairs, desc=f"prepare {role}", unit=" pairs", mininterval=1, disable=None
             ):

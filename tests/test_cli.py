@@ -313,3 +313,22 @@ def test_phrase_space_labels_are_plain_text(tiny_model_file, tmp_path):
     phrases.write_text("der $hund$\ndie katze $\n$\\frac{ein}{mann\nim park\n")
     argv = ["phrase-space", "-m", str(tiny_model_file), str(phrases), "-o", str(tmp_path / "m.png")]
     assert main(argv) == 0
+
+
+def test_evaluate_defaults_to_the_models_test_split(tiny_model_file, capsys):
+    # the tiny preset's data.test is the prepared folder's "test" split
+    assert main(["evaluate", "-m", str(tiny_model_file), "--json"]) == 0
+    assert "bleu" in json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "-m", str(tiny_model_file), "--src", "x"]) == 1
+    assert main(["evaluate", "--hyp", "x"]) == 1
+
+
+def test_nbest_default_comes_from_the_model(tiny_model_file, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(tiny_model_file, weights_only=True)
+    payload["config"]["search"]["nbest"] = 2
+    path = tmp_path / "m.pt"
+    torch.save(payload, path)
+    assert main(["translate", "-m", str(path), "der hund"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
