@@ -133,6 +133,14 @@ def read_tsv(path: Path) -> Iterator[tuple[str, str]]:
         yield fields[0], fields[1]
 
 
+MOSES_SEPARATOR = " ||| "
+
+
+def split_moses_line(line: str) -> list[str]:
+    """The fields of a Moses phrase-table line; joining them with the separator is lossless."""
+    return line.split(MOSES_SEPARATOR)
+
+
 def read_moses(path: Path) -> Iterator[tuple[str, str]]:
     """Unique phrase pairs of a Moses phrase table (the Cho et al. 2014a setting).
 
@@ -141,7 +149,7 @@ def read_moses(path: Path) -> Iterator[tuple[str, str]]:
     """
     previous = None
     for number, line in enumerate(read_lines(path), 1):
-        fields = line.split(" ||| ")
+        fields = split_moses_line(line)
         if len(fields) < 3:
             raise DataError(f"{path}:{number}: not a Moses phrase-table line")
         pair = (fields[0].strip(), fields[1].strip())
@@ -190,7 +198,7 @@ def corpus_format(corpus: str) -> str:
     if path.is_file():
         with open_text(path) as f:
             first = f.readline().decode("utf-8", errors="replace")
-        return "moses" if " ||| " in first else "tsv"
+        return "moses" if MOSES_SEPARATOR in first else "tsv"
     if "/" in corpus.strip("./") and not corpus.startswith((".", "/")) or ":" in corpus:
         return "hub"
     raise DataError(f"{corpus}: no such file or folder")

@@ -31,13 +31,19 @@ from typing import IO
 
 import torch
 
-from seq2seq.data import DataError, collate_sources, open_text, raw_lines
+from seq2seq.data import (
+    MOSES_SEPARATOR,
+    DataError,
+    collate_sources,
+    open_text,
+    raw_lines,
+    split_moses_line,
+)
 from seq2seq.files import atomic_path
 from seq2seq.translate import Translator
 
 log = logging.getLogger(__name__)
 
-SEPARATOR = " ||| "
 FLOOR = 1e-30  # Moses takes the log of phrase-table scores: never write 0
 CEILING = 1e30  # a --pmi ratio can exceed 1; keep it a finite float
 CHUNK_LINES = 20_000
@@ -60,7 +66,7 @@ def parse_line(line: str, scores: int | None = None) -> list[str]:
             field that is not `scores` finite positive numbers (Moses takes the
             log of each; a phrase holding ' ||| ' shifts text into this field).
     """
-    fields = line.split(SEPARATOR)
+    fields = split_moses_line(line)
     if len(fields) < 3:
         raise PhraseLineError("fewer than 3 ' ||| ' fields")
     if not fields[0].strip() or not fields[1].strip():
@@ -89,7 +95,8 @@ def format_line(fields: list[str], new_scores: list[str]) -> str:
     """The line with `new_scores` appended to the scores field, all else as it was."""
     scores = fields[2]
     joiner = "" if not scores or scores.endswith(" ") else " "
-    return SEPARATOR.join([*fields[:2], scores + joiner + " ".join(new_scores), *fields[3:]])
+    new = [*fields[:2], scores + joiner + " ".join(new_scores), *fields[3:]]
+    return MOSES_SEPARATOR.join(new)
 
 
 def format_score(log_prob: float, length: int, as_log: bool, per_token: bool) -> str:
