@@ -31,16 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEQ2SEQ_DATA", ROOT.parent / "shared" / "data"))
 
 
+# CPU features that decide which bf16 and int8 paths are fast
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
 def machine() -> str:
-    cpu = "unknown CPU"
+    cpu, flags = "unknown CPU", set()
     if Path("/proc/cpuinfo").is_file():
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} cores, flags: {' '.join(f for f in FLAGS if f in flags)}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}"
     )
 
 
@@ -138,10 +144,22 @@ def bench_cells(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ train
 
 
+def ensure_prepared(config) -> None:
+    """Prepare Multi30k where a fresh clone has no prepared folder yet."""
+    if (Path(config.data.dir) / "stats.json").is_file():
+        return
+    if Path(config.data.dir).name != "multi30k-de-en" or not (DATA / "multi30k").is_dir():
+        raise SystemExit(f"{config.data.dir}: not prepared; run seq2seq prepare first")
+    print(f"preparing {config.data.dir} from {DATA / 'multi30k'}")
+    command = seq2seq("prepare", str(DATA / "multi30k"), "--src", "de", "--tgt", "en")
+    run_child([*command, "--out", config.data.dir], stdout=subprocess.DEVNULL)
+
+
 def bench_train(args: argparse.Namespace) -> None:
     from seq2seq.config import load_config
 
     config = load_config(args.preset, args.set)
+    ensure_prepared(config)
     parameters, flops = model_cost(config)
     print(
         f"preset {args.preset} {' '.join(args.set)}: {parameters:,} parameters, "
@@ -173,15 +191,6 @@ def bench_train(args: argparse.Namespace) -> None:
             f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
             f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
         )
-    for run_dir in sorted(Path(ROOT / "runs").glob("*/log.jsonl")):
-        records = [json.loads(x) for x in run_dir.read_text().splitlines()]
-        valid = [r for r in records if r["type"] == "valid"]
-        if valid:
-            best = max(valid, key=lambda r: r["bleu"])
-            print(
-                f"  run {run_dir.parent.name}: best dev BLEU {best['bleu']} at step "
-                f"{best['step']} of {records[-1]['step']}"
-            )
 
 
 def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
@@ -255,6 +264,11 @@ def bench_translate(args: argparse.Namespace) -> None:
 
 
 def bench_phrases(args: argparse.Namespace) -> None:
+    if not Path(args.model).is_file():
+        raise SystemExit(
+            f"{args.model}: no such model; train it with scripts/score_phrase_table.sh "
+            "(or pass --model)"
+        )
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     lines = read_gzip_lines(args.table)
     pairs = len(lines)
