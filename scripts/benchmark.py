@@ -387,7 +387,7 @@ def main() -> None:
         "--set",
         nargs="*",
         default=["model.hidden_size=512"],
-        help="config overrides; default: hidden 512, the size the issue and Joey NMT use",
+        help="config overrides; default: hidden 512, the size of Joey NMT's GRU example",
     )
     p.add_argument("--steps", type=int, default=50, help="at least 50 (one log record)")
     p.add_argument("--runs", type=int, default=3)
