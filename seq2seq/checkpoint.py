@@ -1,6 +1,6 @@
 """The model file: saved atomically, loaded safely.
 
-A model file is a plain dict of tensors and plain types (DESIGN.md, "The
+A model file is a plain dict of tensors and plain types (docs/design.md, "The
 model file"), read with `torch.load(weights_only=True)` so that loading can
 never run code. A training checkpoint is the same dict plus the optimiser,
 scheduler, RNG and data-order state.
