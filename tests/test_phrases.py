@@ -148,6 +148,7 @@ def test_moses_ini_rewrite():
         update_moses_ini("[weight]\n", "x", 1)
 
 
+@pytest.mark.slow
 def test_cli_score_phrases_reverse_pmi_and_ini(tiny_model_file, shared_data, tmp_path):
     sample = shared_data / "phrase-tables" / "sample-de-en" / "phrase-table"
     ini = tmp_path / "moses.ini"  # the Notre-Dame ini, fitted to the sample's one score

@@ -69,25 +69,32 @@ def test_greedy_takes_the_locally_best_word():
     assert hyp.tokens == [4] and hyp.log_prob == pytest.approx(math.log(0.3), abs=1e-6)
 
 
-def test_max_length_forces_an_end():
-    src = collate([[4]], [[4]])  # source length 2 with EOS: limit = 1*2 + 0
+@pytest.mark.parametrize("max_len_b, longest", [(0, 0), (1, 1)])
+def test_max_length_forces_an_end(max_len_b, longest):
+    # source length 2 with EOS: the limit (EOS included) is 0.5 * 2 + max_len_b
+    src = collate([[4]], [[4]])
     hyps = beam_search(
         ScriptedModel(),
         src.src_ids,
         src.src_lengths,
-        beam=3,
+        beam=2,
         alpha=0.0,
         max_len_a=0.5,
-        max_len_b=0,
-        nbest=3,
+        max_len_b=max_len_b,
+        nbest=2,
     )[0]
-    assert all(len(h.tokens) <= 0 for h in hyps)
+    assert hyps and max(len(h.tokens) for h in hyps) == longest
 
 
 def test_length_penalty_prefers_longer_with_larger_alpha():
     assert length_penalty(4, 0.0) == 1
-    short, long_ = -1.0 / length_penalty(2, 1.0), -1.6 / length_penalty(4, 1.0)
-    assert long_ > short
+    # "b" EOS: p = 0.36 over 2 tokens; "a b" EOS: p = 0.216 over 3 tokens
+    short, long_ = math.log(0.36), math.log(0.216)
+    assert short / length_penalty(2, 0.0) > long_ / length_penalty(3, 0.0)
+    assert short / length_penalty(2, 2.0) < long_ / length_penalty(3, 2.0)
+    for alpha in (0.0, 1.0, 2.0):  # beam search ranks by exactly this score
+        best = run_beam(2, 1, alpha=alpha)[0]
+        assert best.score == pytest.approx(best.log_prob / length_penalty(2, alpha))
 
 
 def test_beam_step_is_topk_over_beam_times_vocab():

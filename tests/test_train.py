@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -139,9 +140,14 @@ def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
         ],
     )
     Trainer.build(config, tmp_path / "run").run()
-    assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 8
+    checkpoint = last_checkpoint(tmp_path / "run")
+    assert checkpoint["progress"]["step"] == 8
+    # warm-up to step 5, then lr * sqrt(5 / (s + 1)): after 8 steps sqrt(5 / 9)
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(math.sqrt(5 / 9))
+    assert "square_avg" in checkpoint["optimizer"]["state"][0]  # Adadelta's own state
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
     common = [
         "--set",

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from seq2seq import translate
+from seq2seq.data import collate
+from seq2seq.translate import MAX_SRC_CHARS, MAX_SRC_TOKENS, Translator
+
+LINES = ["der hund", "", "ein mann läuft im park auf dem gras", "die katze", "   ", "hund"]
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_model_file):
+    return Translator.from_file(tiny_model_file)
+
+
+def test_order_and_empty_lines_survive_sorting(translator):
+    one_by_one = [translator.translate([line], beam=1)[0].texts[0] for line in LINES]
+    together = [t.texts[0] for t in translator.translate(LINES, beam=1)]
+    assert together == one_by_one
+    assert together[1] == "" and together[4] == ""
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_batch_size_does_not_change_the_output(translator, beam):
+    big = translator.translate(LINES, beam=beam, batch_tokens=10_000)
+    small = translator.translate(LINES, beam=beam, batch_tokens=8)
+    assert [t.texts for t in big] == [t.texts for t in small]
+    big_scores = [s for t in big for s in t.scores]
+    assert big_scores == pytest.approx([s for t in small for s in t.scores], abs=1e-4)
+
+
+def test_stream_reads_in_chunks_and_keeps_order(translator, monkeypatch):
+    monkeypatch.setattr(translate, "CHUNK_LINES", 2)
+    streamed = [t.texts[0] for t in translator.translate_stream(iter(LINES), beam=1)]
+    assert streamed == [t.texts[0] for t in translator.translate(LINES, beam=1)]
+
+
+def test_nbest_is_sorted_and_the_best_first(translator):
+    result = translator.translate(["der hund läuft"], beam=2, nbest=2)[0]
+    assert len(result.texts) == 2 and result.scores[0] >= result.scores[1]
+    assert result.texts[0] == translator.translate(["der hund läuft"], beam=2)[0].texts[0]
+
+
+def test_long_input_is_cut_before_tokenizing(translator, caplog):
+    ids = translator.encode_sources(["hund " * 10_000, "x" * (3 * MAX_SRC_CHARS)])
+    assert [len(seq) for seq in ids] == [MAX_SRC_TOKENS, MAX_SRC_TOKENS]
+    assert caplog.text.count("cut to its first") == 2
+
+
+def test_score_ids_is_forced_decoding_in_input_order(translator):
+    src = translator.encode_sources(["der hund", "ein mann läuft im park", "katze"])
+    tgt = translator.tgt.encode(["the dog", "a man runs in-the park", "cat"])
+    scores = translator.score_ids(src, tgt, batch_tokens=12)
+    for s, t, value in zip(src, tgt, scores):
+        alone = translator.score_ids([s], [t], batch_tokens=10_000)[0]
+        assert value == pytest.approx(alone, abs=1e-4)
+    assert all(v < 0 for v in scores)
+    batch = collate(src[:1], tgt[:1])
+    with torch.no_grad():  # the model's own forced decoding of one pair
+        total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+    assert scores[0] == pytest.approx(float(total[0]), abs=1e-4)
