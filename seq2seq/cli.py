@@ -28,7 +28,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from seq2seq.prepare import prepare_corpus
 
     stats = prepare_corpus(
-        args.corpus,
+        args.corpus[0] if len(args.corpus) == 1 else args.corpus,
         args.src,
         args.tgt,
         args.out,
@@ -325,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prepare", "clean a corpus and train SentencePiece")
     p.add_argument(
         "corpus",
+        nargs="+",
         help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
-        "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en)",
+        "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en); several corpora "
+        "train together and keep their dev sets apart (val.NAME)",
     )
     p.add_argument("--src", required=True, help="source language code")
     p.add_argument("--tgt", required=True, help="target language code")

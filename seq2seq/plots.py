@@ -44,8 +44,17 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     loss_ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="dev")
     loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
     loss_ax.legend()
-    bleu_ax.plot([r["step"] for r in valid], [r["bleu"] for r in valid], "o-", color="C2")
+    sets = sorted({name for r in valid for name in r.get("sets", {})})
+    for index, name in enumerate(sets):  # several dev sets: each, and their mean below
+        points = [(r["step"], r["sets"][name]["bleu"]) for r in valid if name in r.get("sets", {})]
+        bleu_ax.plot(*zip(*points), ".-", color=f"C{index + 3}", label=name)
+    label = "mean" if sets else None
+    bleu_ax.plot(
+        [r["step"] for r in valid], [r["bleu"] for r in valid], "o-", color="C2", label=label
+    )
     bleu_ax.set(xlabel="step", ylabel="BLEU", title="dev BLEU (greedy)")
+    if sets:
+        bleu_ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     output = Path(output or run_dir / "curves.png")

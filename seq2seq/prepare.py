@@ -53,7 +53,7 @@ def _split_streams(
 
 
 def prepare_corpus(
-    corpus: str,
+    corpus: str | list[str],
     src: str,
     tgt: str,
     out: str | Path,
@@ -69,10 +69,15 @@ def prepare_corpus(
     """Clean and filter a corpus, train SentencePiece, write `out/`.
 
     Output: `{train,val,test}.{src,tgt}` (cleaned text), `spm.model` (joint) or
-    `spm.{src}.model` and `spm.{tgt}.model`, and `stats.json`.
+    `spm.{src}.model` and `spm.{tgt}.model`, and `stats.json`. Several corpora
+    give one `train` split of all their training pairs, tokenizers trained
+    over all of it, and each corpus's own `val.NAME` and `test.NAME` splits
+    (NAME from the corpus's file or hub name); stats.json lists them under
+    `dev_sets` and counts each corpus under `corpora`.
 
     Args:
-        corpus: local folder, TSV file, Moses phrase table, or hub name.
+        corpus: local folder, TSV file, Moses phrase table, or hub name; or a
+            list of them.
         src: source language code.
         tgt: target language code.
         out: output folder; replaced only when everything succeeded.
@@ -90,22 +95,29 @@ def prepare_corpus(
         The statistics written to stats.json.
     """
     out = Path(out).resolve()
-    check_output_folder(out, corpus)
-    fmt = fmt or corpus_format(corpus)
+    corpora = [corpus] if isinstance(corpus, str) else list(corpus)
+    for one in corpora:
+        check_output_folder(out, one)
+    formats = [fmt or corpus_format(one) for one in corpora]
+    names = corpus_names(corpora) if len(corpora) > 1 else [""]
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        splits = _write_splits(corpus, fmt, src, tgt, tmp, max_words, max_ratio, valid_percent)
+        writer = _SplitWriter(tmp, src, tgt, max_words, max_ratio)
+        with writer:
+            for one, one_fmt, name in zip(corpora, formats, names):
+                _write_corpus(writer, one, one_fmt, name, valid_percent)
+        splits = writer.totals()
         if not splits.get("train", {}).get("kept"):
-            raise DataError(f"{corpus}: no training pairs left after cleaning")
+            raise DataError(f"{', '.join(corpora)}: no training pairs left after cleaning")
         models = _train_tokenizers(tmp, src, tgt, vocab_size, joint, model_type, character_coverage)
         for split, counts in splits.items():
             for lang in (src, tgt):
                 counts[f"tokens_{lang}"] = _count_tokens(tmp / f"{split}.{lang}", models[lang])
         stats = {
             "corpus": corpus,
-            "format": fmt,
+            "format": formats[0] if isinstance(corpus, str) else formats,
             "src": src,
             "tgt": tgt,
             "splits": splits,
@@ -116,6 +128,9 @@ def prepare_corpus(
                 "files": {lang: models[lang].name for lang in (src, tgt)},
             },
         }
+        if len(corpora) > 1:
+            stats["dev_sets"] = [f"val.{name}" for name in names if f"val.{name}" in splits]
+            stats["corpora"] = writer.per_corpus
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         _replace_folder(tmp, out)
     finally:
@@ -175,59 +190,98 @@ def _replace_folder(new: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def _write_splits(
-    corpus: str,
-    fmt: str,
-    src: str,
-    tgt: str,
-    folder: Path,
-    max_words: int,
-    max_ratio: float,
-    valid_percent: float,
-) -> dict[str, dict]:
-    """Stream, clean, filter and write every split; returns counts per split."""
-    files, counts = {}, {}
+def corpus_names(corpora: list[str]) -> list[str]:
+    """A short unique name per corpus for its dev and test splits (val.NAME)."""
+    names = []
+    for corpus in corpora:
+        name = Path(corpus.rstrip("/")).name or corpus
+        for suffix in (".gz", ".tsv", ".txt"):
+            name = name.removesuffix(suffix)
+        name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name) or "corpus"
+        while name in names:
+            name += "-2"
+        names.append(name)
+    return names
 
-    def write(role: str, src_text: str, tgt_text: str) -> None:
-        if role not in files:
-            files[role] = [
-                (folder / f"{role}.{lang}").open("w", encoding="utf-8") for lang in (src, tgt)
-            ]
-            counts[role] = Counter()
-        counts[role]["read"] += 1
-        reason = drop_reason(src_text, tgt_text, max_words, max_ratio)
-        if reason:
-            counts[role][f"dropped_{reason}"] += 1
-            return
-        counts[role]["kept"] += 1
-        files[role][0].write(src_text + "\n")
-        files[role][1].write(tgt_text + "\n")
 
-    try:
-        for role, pairs in _split_streams(corpus, fmt, src, tgt):
-            for src_text, tgt_text in tqdm(
-                pairs, desc=f"prepare {role}", unit=" pairs", mininterval=1, disable=None
-            ):
-                src_text, tgt_text = clean(src_text), clean(tgt_text)
-                if role == "all":  # single-file corpus: hold out a stable hash split
-                    held = is_held_out(src_text, tgt_text, valid_percent)
-                    write("val" if held else "train", src_text, tgt_text)
-                else:
-                    write(role, src_text, tgt_text)
-    finally:
-        for handles in files.values():
+class _SplitWriter:
+    """Cleans, filters and writes pairs into `{split}.{lang}` files, counting each."""
+
+    def __init__(self, folder: Path, src: str, tgt: str, max_words: int, max_ratio: float):
+        self.folder, self.langs = folder, (src, tgt)
+        self.max_words, self.max_ratio = max_words, max_ratio
+        self.files: dict[str, list] = {}
+        self.counts: dict[str, Counter] = {}
+        self.per_corpus: dict[str, dict[str, dict]] = {}
+
+    def __enter__(self) -> _SplitWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handles in self.files.values():
             for handle in handles:
                 handle.close()
-    for role, count in counts.items():
-        dropped = {k: v for k, v in count.items() if k.startswith("dropped_")}
-        log.info(
-            "%s: kept %d of %d pairs, dropped %s",
-            role,
-            count["kept"],
-            count["read"],
-            dropped or "none",
-        )
-    return {role: dict(count) for role, count in counts.items()}
+
+    def write(self, split: str, src_text: str, tgt_text: str) -> None:
+        if split not in self.files:
+            self.files[split] = [
+                (self.folder / f"{split}.{lang}").open("w", encoding="utf-8") for lang in self.langs
+            ]
+            self.counts[split] = Counter()
+        count = self.counts[split]
+        count["read"] += 1
+        reason = drop_reason(src_text, tgt_text, self.max_words, self.max_ratio)
+        if reason:
+            count[f"dropped_{reason}"] += 1
+            return
+        count["kept"] += 1
+        self.files[split][0].write(src_text + "\n")
+        self.files[split][1].write(tgt_text + "\n")
+
+    def totals(self) -> dict[str, dict]:
+        for split, count in self.counts.items():
+            dropped = {k: v for k, v in count.items() if k.startswith("dropped_")}
+            log.info(
+                "%s: kept %d of %d pairs, dropped %s",
+                split,
+                count["kept"],
+                count["read"],
+                dropped or "none",
+            )
+        return {split: dict(count) for split, count in self.counts.items()}
+
+
+def _write_corpus(
+    writer: _SplitWriter, corpus: str, fmt: str, name: str, valid_percent: float
+) -> None:
+    """Stream one corpus's splits into the writer; `name` tags its dev and test splits."""
+    src, tgt = writer.langs
+    before = {split: Counter(count) for split, count in writer.counts.items()}
+    for role, pairs in _split_streams(corpus, fmt, src, tgt):
+        for src_text, tgt_text in tqdm(
+            pairs,
+            desc=f"prepare {name or corpus} {role}",
+            unit=" pairs",
+            mininterval=1,
+            disable=None,
+        ):
+            src_text, tgt_text = clean(src_text), clean(tgt_text)
+            if role == "all":  # single-file corpus: hold out a stable hash split
+                role_here = "val" if is_held_out(src_text, tgt_text, valid_percent) else "train"
+            else:
+                role_here = role
+            split = role_here if role_here == "train" or not name else f"{role_here}.{name}"
+            writer.write(split, src_text, tgt_text)
+    if name:  # what this corpus added to each split
+        writer.per_corpus[name] = {
+            "source": corpus,
+            "format": fmt,
+            "splits": {
+                split: dict(count - before.get(split, Counter()))
+                for split, count in writer.counts.items()
+                if count - before.get(split, Counter())
+            },
+        }
 
 
 def _train_tokenizers(

@@ -57,16 +57,21 @@ class Progress:
 
 @dataclass
 class Corpus:
-    """Encoded training pairs and the dev split (as text for BLEU)."""
+    """Encoded training pairs and the dev sets (as text for BLEU), by name."""
 
     src: list[list[int]]
     tgt: list[list[int]]
-    dev_src: list[str]
-    dev_ref: list[str]
+    dev: dict[str, tuple[list[str], list[str]]]
 
 
-def load_corpus(config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Corpus:
-    """Encode the train split; pairs over `data.max_len` tokens are skipped."""
+def load_corpus(
+    config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer, stats: dict | None = None
+) -> Corpus:
+    """Encode the train split; pairs over `data.max_len` tokens are skipped.
+
+    The dev sets are `data.valid` and, in a folder prepared from several
+    corpora, each corpus's `data.valid.NAME` (stats.json's `dev_sets`).
+    """
     folder, data = Path(config.data.dir), config.data
     paths = {lang: folder / f"{data.train}.{lang}" for lang in (data.src, data.tgt)}
     for path in paths.values():
@@ -81,12 +86,16 @@ def load_corpus(config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> Corpu
     ]
     if len(keep) < len(src):
         log.info("skipped %d pairs longer than %d tokens", len(src) - len(keep), data.max_len)
-    dev_src, dev_ref = [], []
-    dev_paths = [folder / f"{data.valid}.{lang}" for lang in (data.src, data.tgt)]
-    if all(p.is_file() for p in dev_paths):
-        dev_src, dev_ref = (list(read_lines(p)) for p in dev_paths)
+    names = (stats or {}).get("dev_sets", [data.valid])
+    names = [n for n in names if n == data.valid or n.startswith(f"{data.valid}.")]
     limit = config.train.valid_sentences or None
-    return Corpus([src[i] for i in keep], [tgt[i] for i in keep], dev_src[:limit], dev_ref[:limit])
+    dev = {}
+    for name in names:
+        paths = [folder / f"{name}.{lang}" for lang in (data.src, data.tgt)]
+        if all(p.is_file() for p in paths):
+            dev_src, dev_ref = (list(read_lines(p))[:limit] for p in paths)
+            dev[name.removeprefix(f"{data.valid}.")] = (dev_src, dev_ref)
+    return Corpus([src[i] for i in keep], [tgt[i] for i in keep], dev)
 
 
 def make_optimizer(model: Seq2Seq, train: TrainConfig) -> torch.optim.Optimizer:
@@ -169,7 +178,7 @@ class Trainer:
             set_threads(config.train.threads)
         data = config.data
         src_tok, tgt_tok, stats = load_tokenizers(data.dir, data.src, data.tgt)
-        corpus = load_corpus(config, src_tok, tgt_tok)
+        corpus = load_corpus(config, src_tok, tgt_tok, stats)
         return cls(config, run, (src_tok, tgt_tok), corpus, stats, resume)
 
     # ------------------------------------------------------------ the loop
@@ -374,8 +383,8 @@ class Trainer:
             "train_minutes": round(progress.train_seconds / 60, 2),
         }
         if timed:
-            if self.rank == 0 and self.corpus.dev_src:
-                record.update(self._dev_metrics(), timed=True)
+            if self.rank == 0 and self.corpus.dev:
+                record.update(self._dev_record(), timed=True)
                 log.info(
                     "step %d: dev loss %.3f ppl %.2f BLEU %.2f (timed report)",
                     progress.step,
@@ -385,8 +394,8 @@ class Trainer:
                 )
                 self._log(record)
             return record
-        if self.rank == 0 and self.corpus.dev_src:
-            record.update(self._dev_metrics())
+        if self.rank == 0 and self.corpus.dev:
+            record.update(self._dev_record())
             if record["bleu"] > progress.best_bleu:
                 progress.best_bleu, progress.best_step = record["bleu"], progress.step
                 progress.bad_validations = 0
@@ -418,19 +427,36 @@ class Trainer:
         self._log(record)
         return record
 
+    def _dev_record(self) -> dict:
+        """Metrics of the one dev set, or of each set and their mean (which picks the model)."""
+        per_set = {name: self._dev_metrics(*texts) for name, texts in self.corpus.dev.items()}
+        if len(per_set) == 1:
+            return next(iter(per_set.values()))
+        mean = {
+            key: round(
+                sum(m[key] for m in per_set.values()) / len(per_set), 4 if key == "loss" else 2
+            )
+            for key in ("loss", "ppl", "bleu", "chrf")
+        }
+        log.info(
+            "dev BLEU by set: %s",
+            ", ".join(f"{name} {metrics['bleu']:.2f}" for name, metrics in per_set.items()),
+        )
+        return {**mean, "sets": per_set}
+
     @torch.no_grad()
-    def _dev_metrics(self) -> dict:
+    def _dev_metrics(self, dev_src: list[str], dev_ref: list[str]) -> dict:
         self.model.eval()
         translator = Translator(
             self.model, self.src_tok, self.tgt_tok, self.config, str(self.device)
         )
-        src_ids = translator.encode_sources(self.corpus.dev_src)
-        tgt_ids = self.tgt_tok.encode(self.corpus.dev_ref)
+        src_ids = translator.encode_sources(dev_src)
+        tgt_ids = self.tgt_tok.encode(dev_ref)
         with autocast(self.train_cfg, self.device):
             log_probs = translator.score_ids(src_ids, tgt_ids, self.train_cfg.batch_tokens)
         loss_sum, tokens = -sum(log_probs), sum(len(t) + 1 for t in tgt_ids)
-        hypotheses = [t.texts[0] for t in translator.translate(self.corpus.dev_src, beam=1)]
-        bleu = score_corpus(hypotheses, self.corpus.dev_ref)
+        hypotheses = [t.texts[0] for t in translator.translate(dev_src, beam=1)]
+        bleu = score_corpus(hypotheses, dev_ref)
         self.model.train()
         return {
             "loss": round(loss_sum / tokens, 4),

@@ -136,3 +136,24 @@ def test_truncated_gzip_corpus_is_one_data_error(tmp_path):
     with pytest.raises(DataError, match="truncated or corrupt gzip"):
         prepare_corpus(str(folder), "de", "en", tmp_path / "out", vocab_size=300)
     assert not (tmp_path / "out").exists()
+
+
+def test_several_corpora_train_together_and_keep_their_dev_sets(tiny_corpus, tmp_path):
+    other = write_folder(tmp_path / "other-corpus.gz", {"train": 100, "valid": 7}, gz=True)
+    single = prepare_corpus(str(tiny_corpus), "de", "en", tmp_path / "one", vocab_size=300)
+    stats = prepare_corpus(
+        [str(tiny_corpus), str(other)], "de", "en", tmp_path / "both", vocab_size=300
+    )
+    name = tiny_corpus.name
+    assert stats["dev_sets"] == [f"val.{name}", "val.other-corpus"]
+    assert stats["splits"]["train"]["kept"] == 300 + 100
+    assert stats["splits"][f"val.{name}"]["kept"] == 20
+    assert stats["splits"]["val.other-corpus"]["kept"] == 7
+    assert stats["splits"][f"test.{name}"]["kept"] == 20
+    assert stats["corpora"]["other-corpus"]["splits"]["train"]["kept"] == 100
+    assert stats["corpora"][name]["splits"]["train"]["kept"] == 300
+    lines = (tmp_path / "both" / "train.en").read_text().splitlines()
+    assert lines[:300] == (tmp_path / "one" / "train.en").read_text().splitlines()
+    assert "dev_sets" not in single and single["corpus"] == str(tiny_corpus)
+    src, tgt, _ = load_tokenizers(tmp_path / "both")
+    assert src.vocab_size == tgt.vocab_size == 300

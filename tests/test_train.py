@@ -360,3 +360,25 @@ def test_bad_devices_and_bad_utf8_are_one_line(tiny_config, tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert "val.en:21: not valid UTF-8" in err and "\n" not in err
+
+
+def test_validation_on_every_dev_set_keeps_the_best_mean(tiny_corpus, tmp_path):
+    from helpers import write_folder
+
+    from seq2seq.prepare import prepare_corpus
+
+    other = write_folder(tmp_path / "other", {"train": 100, "valid": 7})
+    folder = tmp_path / "both"
+    prepare_corpus([str(tiny_corpus), str(other)], "de", "en", folder, vocab_size=300)
+    config = load_config("tiny", [f"data.dir={folder}", "train.max_steps=6", "train.valid_every=3"])
+    Trainer.build(config, tmp_path / "run").run()
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["type"] == "valid"]
+    assert [r["step"] for r in valid] == [3, 6]
+    for record in valid:
+        sets = record["sets"]
+        assert sorted(sets) == sorted([tiny_corpus.name, "other"])
+        mean = sum(s["bleu"] for s in sets.values()) / 2
+        assert record["bleu"] == pytest.approx(mean, abs=0.01)
+    best = max(r["bleu"] for r in valid)
+    assert load_file(tmp_path / "run" / "model.pt")["metrics"]["dev_bleu"] == best
