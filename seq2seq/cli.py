@@ -108,7 +108,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.output:  # written under a temporary name: a killed run leaves no partial file
             tmp = stack.enter_context(atomic_path(args.output))
             out = stack.enter_context(tmp.open("w", encoding="utf-8"))
-        results = translator.translate_stream(lines, beam, nbest, args.batch_tokens)
+        results = translator.translate_stream(
+            lines, beam, nbest, args.batch_tokens, split=not args.no_split
+        )
         bar = stack.enter_context(tqdm(unit=" lines", disable=None if args.output else True))
         for index, result in enumerate(results):
             if nbest > 1:
@@ -147,7 +149,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 str(Path(data.dir) / f"{data.test}.{lang}") for lang in (data.src, data.tgt)
             )
             log.info("the model's test split: %s and %s", src, ref)
-        hyps = [t.texts[0] for t in translator.translate_stream(read_lines(src), args.beam)]
+        # test sets hold a sentence a line: no splitting
+        lines = read_lines(src)
+        hyps = [t.texts[0] for t in translator.translate_stream(lines, args.beam, split=False)]
     refs = list(read_lines(ref))
     if not refs:
         raise DataError(f"{ref}: no lines to score")
@@ -403,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-tokens",
         type=positive_int,
         help="source tokens x beam per batch (default from the model)",
+    )
+    p.add_argument(
+        "--no-split",
+        action="store_true",
+        help="translate each line as one sentence (by default a line is split into sentences)",
     )
     device(p)
     p.add_argument(

@@ -106,6 +106,7 @@ class SearchConfig:
     max_len_a: float = _at_least(1.5, 0)  # max output length = a * src + b
     max_len_b: int = _at_least(10, 0)
     nbest: int = _positive(1)  # outputs per input line of `translate`
+    no_repeat_ngram: int = _at_least(0, 0)  # never repeat an n-gram of this size (0: off)
     batch_tokens: int = _positive(6000)
 
 

@@ -30,6 +30,23 @@ def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     return length**alpha
 
 
+def block_repeats(log_probs: Tensor, history: Tensor, n: int) -> None:
+    """Forbid, in place, every word that would repeat an n-gram of `history`.
+
+    Args:
+        log_probs: [R, V] next-word log-probs of R hypotheses.
+        history: [R, t] the words so far.
+        n: n-gram size; 0 blocks nothing.
+    """
+    if n <= 0 or history.size(1) < n:
+        return
+    prefix = history[:, history.size(1) - n + 1 :]  # the last n-1 words, [R, n-1]
+    windows = history.unfold(1, n, 1)  # every n-gram so far, [R, t-n+1, n]
+    hit = (windows[:, :, :-1] == prefix[:, None]).all(-1)  # same first n-1 words
+    rows, cols = hit.nonzero(as_tuple=True)
+    log_probs[rows, windows[rows, cols, -1]] = float("-inf")
+
+
 def max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
     """Maximum output length (EOS included) per sentence: a * source + b."""
     return (src_lengths.float() * a).long() + b
@@ -42,6 +59,7 @@ def greedy_search(
     src_lengths: Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
+    no_repeat_ngram: int = 0,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of sentences.
 
@@ -51,6 +69,7 @@ def greedy_search(
         src_lengths: [B].
         max_len_a: maximum length factor.
         max_len_b: maximum length offset.
+        no_repeat_ngram: never repeat an n-gram of this size (0: off).
 
     Returns:
         One hypothesis per sentence, in input order.
@@ -64,6 +83,8 @@ def greedy_search(
     steps = []
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state)  # [B, V]
+        if no_repeat_ngram and steps:
+            block_repeats(log_probs, torch.stack(steps, dim=1), no_repeat_ngram)
         word = log_probs.argmax(dim=-1)
         word = torch.where(t + 1 >= limit, torch.full_like(word, EOS_ID), word)
         word = word.masked_fill(finished, EOS_ID)
@@ -108,6 +129,7 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     nbest: int = 1,
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch of sentences, all beams as one batch.
 
@@ -131,6 +153,7 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state)
+        block_repeats(log_probs, history, no_repeat_ngram)
         log_probs = log_probs.view(len(active), beam, -1)
         at_limit = t + 1 >= limit[active]
         if at_limit.any():  # only EOS is allowed at the maximum length

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from sentencex import segment
 
 from seq2seq.checkpoint import CheckpointError, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
@@ -108,23 +109,33 @@ class Translator:
         todo.sort(key=lambda i: len(ids[i]))
         for group in token_batches(todo, batch_tokens // beam, [len(s) + 1 for s in ids]):
             src_ids, src_lengths = collate_sources([ids[i] for i in group])
+            # every finished hypothesis, so that n-best entries that read the same can go
             hyps_per_sentence = self._search(
-                src_ids.to(self.device), src_lengths.to(self.device), beam, nbest
+                src_ids.to(self.device),
+                src_lengths.to(self.device),
+                beam,
+                1 if nbest == 1 else 2 * beam,
             )
             for i, hyps in zip(group, hyps_per_sentence):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
-                results[i] = Translation(texts_out, [h.score for h in hyps], hyps[0].tokens)
+                first = list(dict.fromkeys(texts_out))[:nbest]  # distinct texts, best first
+                scores = [hyps[texts_out.index(text)].score for text in first]
+                results[i] = Translation(first, scores, hyps[0].tokens)
         return results
 
     def _search(
         self, src_ids: torch.Tensor, src_lengths: torch.Tensor, beam: int, nbest: int
     ) -> list[list[Hypothesis]]:
         search = self.config.search
-        lengths = {"max_len_a": search.max_len_a, "max_len_b": search.max_len_b}
+        settings = {
+            "max_len_a": search.max_len_a,
+            "max_len_b": search.max_len_b,
+            "no_repeat_ngram": search.no_repeat_ngram,
+        }
         if beam == 1:  # greedy has one hypothesis
-            return [[h] for h in greedy_search(self.model, src_ids, src_lengths, **lengths)]
+            return [[h] for h in greedy_search(self.model, src_ids, src_lengths, **settings)]
         return beam_search(
-            self.model, src_ids, src_lengths, beam=beam, alpha=search.alpha, nbest=nbest, **lengths
+            self.model, src_ids, src_lengths, beam=beam, alpha=search.alpha, nbest=nbest, **settings
         )
 
     @torch.inference_mode()
@@ -148,19 +159,68 @@ class Translator:
                 log_probs[i] = value
         return log_probs
 
+    def translate_lines(
+        self,
+        lines: list[str],
+        beam: int | None = None,
+        nbest: int = 1,
+        batch_tokens: int | None = None,
+    ) -> list[Translation]:
+        """Translate lines that may hold several sentences each (a pasted paragraph).
+
+        Each line is split into sentences, all sentences are translated
+        together, and each line's translations are joined with a space: one
+        output line per input line, its leading and trailing whitespace kept.
+        An n-best list (`nbest` > 1) is of whole lines, which are not split.
+        """
+        if nbest > 1:
+            return self.translate(lines, beam, nbest, batch_tokens)
+        sentences, owners = [], []
+        for index, line in enumerate(lines):
+            for sentence in split_sentences(line, self.config.data.src):
+                sentences.append(sentence)
+                owners.append(index)
+        translated = self.translate(sentences, beam, 1, batch_tokens)
+        parts: list[list[Translation]] = [[] for _ in lines]
+        for index, result in zip(owners, translated):
+            parts[index].append(result)
+        results = []
+        for line, line_parts in zip(lines, parts):
+            if not line_parts:
+                results.append(Translation([""], [0.0]))
+                continue
+            text = " ".join(p.texts[0] for p in line_parts)
+            lead, trail = line[: len(line) - len(line.lstrip())], line[len(line.rstrip()) :]
+            tokens = [t for p in line_parts for t in p.tokens]
+            results.append(
+                Translation([lead + text + trail], [sum(p.scores[0] for p in line_parts)], tokens)
+            )
+        return results
+
     def translate_stream(
         self,
         lines: Iterable[str],
         beam: int | None = None,
         nbest: int = 1,
         batch_tokens: int | None = None,
+        split: bool = True,
     ) -> Iterator[Translation]:
-        """Translations of `lines` in order, reading `CHUNK_LINES` at a time."""
+        """Translations of `lines` in order, reading `CHUNK_LINES` at a time.
+
+        With `split`, a line may hold several sentences (`translate_lines`).
+        """
+        translate = self.translate_lines if split else self.translate
         chunk = []
         for line in lines:
             chunk.append(line)
             if len(chunk) == CHUNK_LINES:
-                yield from self.translate(chunk, beam, nbest, batch_tokens)
+                yield from translate(chunk, beam, nbest, batch_tokens)
                 chunk = []
         if chunk:
-            yield from self.translate(chunk, beam, nbest, batch_tokens)
+            yield from translate(chunk, beam, nbest, batch_tokens)
+
+
+def split_sentences(text: str, lang: str) -> list[str]:
+    """The sentences of `text` (sentencex's rules for `lang`, with fallbacks for
+    languages it lacks), without the whitespace between them."""
+    return [sentence.strip() for sentence in segment(lang, text) if sentence.strip()]

@@ -156,3 +156,46 @@ def test_nbest_are_distinct_and_sorted():
         assert len(hyps) == 5
         assert len({tuple(h.tokens) for h in hyps}) == 5
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+class RepeatingModel(ScriptedModel):
+    """After every word "a" is the likeliest; "b" second; EOS last."""
+
+    TABLE = {
+        BOS_ID: {4: 0.6, 5: 0.3, EOS_ID: 0.1},
+        4: {4: 0.6, 5: 0.3, EOS_ID: 0.1},
+        5: {4: 0.6, 5: 0.3, EOS_ID: 0.1},
+        EOS_ID: {EOS_ID: 1.0},
+    }
+
+
+def _bigrams(tokens):
+    return list(zip(tokens, tokens[1:]))
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_no_repeat_ngram_stops_a_runaway_repetition(beam):
+    src = collate([[4] * 8], [[4]])  # a limit of 1.5 * 9 + 10 words
+
+    def search(n):
+        if beam == 1:
+            return greedy_search(RepeatingModel(), src.src_ids, src.src_lengths, no_repeat_ngram=n)[
+                0
+            ]
+        return beam_search(
+            RepeatingModel(), src.src_ids, src.src_lengths, beam=2, no_repeat_ngram=n
+        )[0][0]
+
+    runaway = search(0)
+    assert runaway.tokens[:5] == [4] * 5  # "a a a a a ..."
+    guarded = search(2)
+    assert len(set(_bigrams(guarded.tokens))) == len(_bigrams(guarded.tokens))
+    assert len(guarded.tokens) < len(runaway.tokens)
+
+
+def test_block_repeats_forbids_exactly_the_repeating_words():
+    from seq2seq.search import block_repeats
+
+    log_probs = torch.zeros(1, 6)
+    block_repeats(log_probs, torch.tensor([[4, 5, 4]]), 2)  # "a b a": "b" would repeat "a b"
+    assert torch.isinf(log_probs[0]).nonzero().flatten().tolist() == [5]

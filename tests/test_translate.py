@@ -37,7 +37,8 @@ def test_stream_reads_in_chunks_and_keeps_order(translator, monkeypatch):
 
 def test_nbest_is_sorted_and_the_best_first(translator):
     result = translator.translate(["der hund läuft"], beam=2, nbest=2)[0]
-    assert len(result.texts) == 2 and result.scores[0] >= result.scores[1]
+    assert 1 <= len(result.texts) <= 2 and len(set(result.texts)) == len(result.texts)
+    assert result.scores == sorted(result.scores, reverse=True)
     assert result.texts[0] == translator.translate(["der hund läuft"], beam=2)[0].texts[0]
 
 
@@ -59,3 +60,35 @@ def test_score_ids_is_forced_decoding_in_input_order(translator):
     with torch.no_grad():  # the model's own forced decoding of one pair
         total, _ = translator.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
     assert scores[0] == pytest.approx(float(total[0]), abs=1e-4)
+
+
+def test_a_paragraph_line_gives_one_line_of_its_sentences(translator):
+    paragraph = "Der hund läuft. Die katze sitzt im park! Ein mann spielt?"
+    sentences = ["Der hund läuft.", "Die katze sitzt im park!", "Ein mann spielt?"]
+    assert translate.split_sentences(paragraph, "de") == sentences
+    alone = [t.texts[0] for t in translator.translate(sentences, beam=1)]
+    result = translator.translate_lines(["  " + paragraph + " ", "", "   "], beam=1)
+    assert [r.texts[0] for r in result] == ["  " + " ".join(alone) + " ", "", ""]
+
+
+def test_a_thousand_lines_give_a_thousand_lines(translator):
+    lines = ["der hund. die katze.", "", "  ein mann läuft im park  ", "x. y. z.", "\t"] * 200
+    out = list(translator.translate_stream(iter(lines), beam=1))
+    assert len(out) == 1000
+    assert [r.texts[0] == "" for r in out] == [line.strip() == "" for line in lines]
+
+
+def test_the_shipped_model_translates_a_pasted_paragraph():
+    from pathlib import Path
+
+    model = Path(__file__).parents[1] / "models" / "multi30k-de-en.pt"
+    shipped = Translator.from_file(model)
+    text = "Ein Hund läuft über die Wiese. Zwei Kinder spielen im Schnee. Die Frau singt."
+    (line,) = [r.texts[0] for r in shipped.translate_lines([text], beam=1)]
+    assert len(translate.split_sentences(line, "en")) == 3
+
+
+def test_nbest_entries_that_read_the_same_are_merged(translator, monkeypatch):
+    monkeypatch.setattr(translator.tgt, "decode", lambda ids: ["same"] * len(ids))
+    result = translator.translate(["der hund läuft"], beam=2, nbest=2)[0]
+    assert result.texts == ["same"]
