@@ -240,6 +240,25 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from seq2seq.serve import ServeOptions, serve
+    from seq2seq.translate import Translator
+
+    model = Path(args.model or DEFAULT_MODEL)
+    translator = Translator.from_file(model, args.device)
+    options = ServeOptions(
+        beam=args.beam,
+        char_limit=args.char_limit,
+        batch_limit=args.batch_limit,
+        max_queue=args.max_queue,
+        batch_wait=args.batch_wait_ms / 1000,
+        batching=not args.no_batching,
+    )
+    log.info("http://%s:%d/ (the page), /docs (the API)", args.host, args.port)
+    serve(translator, model.stem if model.suffix else model.name, args.host, args.port, options)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from seq2seq.checkpoint import export_model
 
@@ -467,6 +486,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="phrase-space.png", help="PNG path")
     device(p)
     p.set_defaults(func=cmd_phrase_space)
+
+    p = command(
+        "serve",
+        "a translation server: LibreTranslate's API and a web page",
+        description="POST /translate, GET /languages, GET /health, GET / (a web page), "
+        "GET /docs (OpenAPI). Concurrent requests are merged into one batched search.",
+    )
+    p.add_argument("-m", "--model", help="model file or run folder (default: the shipped model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_number(int, 1, high=65535), default=5000, help="TCP port")
+    p.add_argument("--beam", type=positive_int, help="beam size (default from the model)")
+    p.add_argument(
+        "--char-limit", type=positive_int, default=5000, help="characters a request may hold"
+    )
+    p.add_argument("--batch-limit", type=positive_int, default=64, help="texts a request may hold")
+    p.add_argument(
+        "--max-queue", type=positive_int, default=256, help="requests waiting; more get 503"
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=_number(float, 0),
+        default=10.0,
+        help="how long a batch waits for more requests",
+    )
+    p.add_argument(
+        "--no-batching", action="store_true", help="one request at a time (for comparison)"
+    )
+    device(p)
+    p.set_defaults(func=cmd_serve)
 
     p = command("export", "write a compact model file (no training state)")
     p.add_argument("model", help="model file or training checkpoint")

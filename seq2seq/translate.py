@@ -171,31 +171,19 @@ class Translator:
         Each line is split into sentences, all sentences are translated
         together, and each line's translations are joined with a space: one
         output line per input line, its leading and trailing whitespace kept.
-        An n-best list (`nbest` > 1) is of whole lines, which are not split.
+        The k-th of the n best of a line joins the k-th best of each of its
+        sentences (or the best, for a sentence with fewer).
         """
-        if nbest > 1:
-            return self.translate(lines, beam, nbest, batch_tokens)
         sentences, owners = [], []
         for index, line in enumerate(lines):
             for sentence in split_sentences(line, self.config.data.src):
                 sentences.append(sentence)
                 owners.append(index)
-        translated = self.translate(sentences, beam, 1, batch_tokens)
+        translated = self.translate(sentences, beam, nbest, batch_tokens)
         parts: list[list[Translation]] = [[] for _ in lines]
         for index, result in zip(owners, translated):
             parts[index].append(result)
-        results = []
-        for line, line_parts in zip(lines, parts):
-            if not line_parts:
-                results.append(Translation([""], [0.0]))
-                continue
-            text = " ".join(p.texts[0] for p in line_parts)
-            lead, trail = line[: len(line) - len(line.lstrip())], line[len(line.rstrip()) :]
-            tokens = [t for p in line_parts for t in p.tokens]
-            results.append(
-                Translation([lead + text + trail], [sum(p.scores[0] for p in line_parts)], tokens)
-            )
-        return results
+        return [_join(line, line_parts) for line, line_parts in zip(lines, parts)]
 
     def translate_stream(
         self,
@@ -218,6 +206,21 @@ class Translator:
                 chunk = []
         if chunk:
             yield from translate(chunk, beam, nbest, batch_tokens)
+
+
+def _join(line: str, parts: list[Translation]) -> Translation:
+    """One line's translation from its sentences' translations; whitespace kept."""
+    if not parts:
+        return Translation([""], [0.0])
+    lead, trail = line[: len(line) - len(line.lstrip())], line[len(line.rstrip()) :]
+    texts, scores = [], []
+    for k in range(max(len(p.texts) for p in parts)):
+        chosen = [min(k, len(p.texts) - 1) for p in parts]
+        texts.append(lead + " ".join(p.texts[j] for p, j in zip(parts, chosen)) + trail)
+        scores.append(sum(p.scores[j] for p, j in zip(parts, chosen)))
+    distinct = list(dict.fromkeys(texts))
+    tokens = [t for p in parts for t in p.tokens]
+    return Translation(distinct, [scores[texts.index(t)] for t in distinct], tokens)
 
 
 def split_sentences(text: str, lang: str) -> list[str]:

@@ -1,0 +1,301 @@
+"""`seq2seq serve`: a LibreTranslate-compatible HTTP API and a web page, batching requests.
+
+The model is loaded once. Requests that arrive together are merged into one
+batched search: each request's texts go into a queue, a collector waits a
+few milliseconds for more (up to a token budget), and one worker thread runs
+the search off the event loop; each answer goes back to its own request.
+
+API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
+target, format, alternatives), `GET /languages`, `GET /health`, `GET /` (the
+page), `GET /docs` (OpenAPI). Errors are `{"error": "..."}` with 400, 413 or
+503 (with Retry-After), never a 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seq2seq.errors import MissingDependencyError
+from seq2seq.translate import Translation, Translator
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse
+    from starlette.exceptions import HTTPException
+except ImportError:  # the optional `serve` extra
+    FastAPI = None
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).parent / "web" / "index.html"
+NEEDS_EXTRA = "the server needs its extra: pip install 'seq2seq[serve]'"
+LANGUAGE_NAMES = {
+    "cs": "Czech",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+}
+
+
+@dataclass
+class ServeOptions:
+    """Limits and batching of the server (the `seq2seq serve` options)."""
+
+    beam: int | None = None  # None: the model's
+    char_limit: int = 5000  # characters of all of a request's texts together
+    batch_limit: int = 64  # texts in one request
+    max_queue: int = 256  # requests waiting; more get 503
+    batch_wait: float = 0.01  # seconds the collector waits for more requests
+    batch_tokens: int = 6000  # source tokens x beam that one merged search may hold
+    batching: bool = True  # False: one request at a time (for comparison)
+
+
+class RequestError(Exception):
+    """A request the server refuses; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    """One request's texts waiting for the worker."""
+
+    texts: list[str]
+    nbest: int
+    future: asyncio.Future
+    tokens: int = 0  # a cheap size estimate for the batch budget
+    results: list[Translation] = field(default_factory=list)
+
+
+class Batcher:
+    """Merges the jobs that arrive together into one search in a worker thread."""
+
+    def __init__(self, translator: Translator, options: ServeOptions) -> None:
+        self.translator, self.options = translator, options
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def stop(self) -> None:
+        """Finish the queued jobs, then stop."""
+        while not self.queue.empty():
+            await asyncio.sleep(0.01)
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.worker.shutdown(wait=True)
+
+    async def translate(self, texts: list[str], nbest: int) -> list[Translation]:
+        """The translations of one request's texts, searched with other requests' texts."""
+        if self.queue.qsize() >= self.options.max_queue:
+            raise RequestError(503, "the server is busy: too many requests waiting")
+        job = Job(texts, nbest, asyncio.get_running_loop().create_future())
+        job.tokens = sum(len(t) for t in texts) // 4 + len(texts)  # ~4 characters a piece
+        await self.queue.put(job)
+        return await job.future
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        beam = self.options.beam or self.translator.config.search.beam
+        budget = self.options.batch_tokens // beam
+        while True:
+            jobs = [await self.queue.get()]
+            deadline = loop.time() + self.options.batch_wait
+            while self.options.batching and sum(j.tokens for j in jobs) < budget:
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
+                except TimeoutError:
+                    break
+            try:
+                await loop.run_in_executor(self.worker, self._search, jobs)
+            except Exception as error:  # a bug must not end the server; answer each request
+                log.exception("search failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(job.results)
+
+    def _search(self, jobs: list[Job]) -> None:
+        """One batched search per n-best size (all requests of a size together)."""
+        beam = self.options.beam
+        for nbest in sorted({job.nbest for job in jobs}):
+            group = [job for job in jobs if job.nbest == nbest]
+            texts = [text for job in group for text in job.texts]
+            results = self.translator.translate_lines(texts, beam, nbest, self.options.batch_tokens)
+            start = 0
+            for job in group:
+                job.results = results[start : start + len(job.texts)]
+                start += len(job.texts)
+
+
+def create_app(translator: Translator, name: str, options: ServeOptions | None = None) -> FastAPI:
+    """The ASGI application serving `translator`."""
+    if FastAPI is None:
+        raise MissingDependencyError(NEEDS_EXTRA)
+    options = options or ServeOptions()
+    src, tgt = translator.config.data.src, translator.config.data.tgt
+    batcher = Batcher(translator, options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        log.info("serving %s (%s -> %s)", name, src, tgt)
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="seq2seq", summary=f"{name}: {src} -> {tgt}", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def log_request(request: Request, call_next):
+        started = time.perf_counter()
+        request.state.sentences = 0
+        response = await call_next(request)
+        log.info(
+            "%s %s %d %d sentences %.0f ms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            request.state.sentences,
+            1000 * (time.perf_counter() - started),
+        )
+        return response
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, error: RequestError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        return JSONResponse({"error": str(error)}, status_code=error.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        # the framework's own errors (404, 405) in the same shape
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.post("/translate")
+    async def translate(request: Request) -> JSONResponse:
+        """Translate `q` (a string or a list of strings), LibreTranslate's request and answer."""
+        body = await _read_body(request)
+        texts, single = _texts(body, options)
+        _check_languages(body, src, tgt)
+        alternatives = _count(body.get("alternatives", 0), "alternatives")
+        request.state.sentences = len(texts)
+        results = await batcher.translate(texts, nbest=alternatives + 1)
+        answer = [r.texts[0] for r in results]
+        reply = {"translatedText": answer[0] if single else answer}
+        if alternatives:
+            others = [r.texts[1:] for r in results]
+            reply["alternatives"] = others[0] if single else others
+        if body.get("source") == "auto":
+            detected = {"confidence": 100.0, "language": src}  # the one language served
+            reply["detectedLanguage"] = detected if single else [detected] * len(texts)
+        return JSONResponse(reply)
+
+    @app.get("/languages")
+    async def languages() -> list[dict]:
+        """The model's language pair, LibreTranslate's shape."""
+        return [{"code": src, "name": LANGUAGE_NAMES.get(src, src), "targets": [tgt]}]
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Ready to translate; the model's name and languages (the page shows them)."""
+        beam = options.beam or translator.config.search.beam
+        return {"status": "ok", "model": name, "source": src, "target": tgt, "beam": beam}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    return app
+
+
+async def _read_body(request: Request) -> dict:
+    """A JSON object or form fields; anything else is a 400."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        body = {key: form.getlist(key) for key in form}
+        return {
+            key: values if key == "q" and len(values) > 1 else values[0]
+            for key, values in body.items()
+        }
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    return body
+
+
+def _texts(body: dict, options: ServeOptions) -> tuple[list[str], bool]:
+    """The texts of `q` and whether `q` was a single string."""
+    q = body.get("q")
+    if q is None or q == "":
+        raise RequestError(400, "Invalid request: missing q parameter")
+    single = isinstance(q, str)
+    texts = [q] if single else q
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise RequestError(400, "Invalid request: q must be a string or a list of strings")
+    if len(texts) > options.batch_limit:
+        raise RequestError(413, f"Invalid request: at most {options.batch_limit} texts a request")
+    characters = sum(len(t) for t in texts)
+    if characters > options.char_limit:
+        raise RequestError(
+            413, f"Invalid request: {characters} characters, the limit is {options.char_limit}"
+        )
+    if body.get("format", "text") != "text":
+        raise RequestError(400, f"Invalid request: format {body.get('format')!r} (only text)")
+    return texts, single
+
+
+def _check_languages(body: dict, src: str, tgt: str) -> None:
+    source, target = body.get("source", src), body.get("target", tgt)
+    if source not in (src, "auto"):
+        raise RequestError(400, f"{source} is not supported: this model translates {src} to {tgt}")
+    if target != tgt:
+        raise RequestError(400, f"{target} is not supported: this model translates {src} to {tgt}")
+
+
+def _count(value, name: str) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise RequestError(400, f"Invalid request: {name} must be a whole number") from None
+    if not 0 <= count <= 10:
+        raise RequestError(400, f"Invalid request: {name} must be between 0 and 10")
+    return count
+
+
+def serve(translator: Translator, name: str, host: str, port: int, options: ServeOptions) -> None:
+    """Run the server until SIGINT/SIGTERM; requests in flight are answered first."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError(
+            "the server needs its extra: pip install 'seq2seq[serve]'"
+        ) from None
+    app = create_app(translator, name, options)
+    # uvicorn answers the requests in flight, then raises the signal again for the
+    # handler it found: a no-op one, so that a SIGTERM stop exits with status 0
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    log.info("stopped")
