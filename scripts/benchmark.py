@@ -5,6 +5,7 @@
     python scripts/benchmark.py train     [--preset P] [--set K=V ...] [--steps 50] [--runs 3]
     python scripts/benchmark.py translate [--model M] [--runs 3]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
+    python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
 
 Every number is the median of several runs; the machine and the settings are
 printed first. Commands that run the `seq2seq` CLI run in a child process so
@@ -260,6 +261,135 @@ def bench_translate(args: argparse.Namespace) -> None:
     print(f"  {scores['bleu_signature']}")
 
 
+# ------------------------------------------------------------------ serve
+
+
+def start_server(model: str, port: int, *options: str) -> subprocess.Popen:
+    import urllib.request
+
+    command = seq2seq("serve", "-m", model, "--port", str(port), "--threads", "2", *options)
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load(port: int, requests: list[list[str]], clients: int, on_done=None) -> dict:
+    """Send `requests` from `clients` threads (keep-alive connections); latencies and errors."""
+    import http.client
+    import threading
+
+    latencies, errors, sentences = [], [0], [0]
+    lock = threading.Lock()
+    todo = iter(range(len(requests)))
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                index = next(todo, None)
+            if index is None:
+                break
+            body = json.dumps({"q": requests[index], "source": "de", "target": "en"})
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/translate", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except OSError:
+                ok = False
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            with lock:
+                latencies.append(time.perf_counter() - started)
+                errors[0] += not ok
+                sentences[0] += len(requests[index]) if ok else 0
+                if on_done:
+                    on_done(len(latencies))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "sentences/s": sentences[0] / seconds,
+        "p50": quantiles[49],
+        "p95": quantiles[94],
+        "p99": quantiles[98],
+        "errors": errors[0],
+    }
+
+
+def bench_serve(args: argparse.Namespace) -> None:
+    import random
+
+    from seq2seq.data import read_lines
+
+    sentences = list(read_lines(args.src))
+    rng = random.Random(1)
+
+    def make(count: int) -> list[list[str]]:
+        requests = []
+        for _ in range(count):
+            size = rng.randint(1, 5)
+            start = rng.randrange(len(sentences) - size)
+            requests.append(sentences[start : start + size])
+        return requests
+
+    print(
+        f"model {args.model}, beam from the model, requests of 1-5 test_2016 sentences, "
+        f"{args.requests} requests per client count, 2 server threads, clients on the same machine"
+    )
+    for batching in (True, False):
+        port = 5400 + batching
+        process = start_server(args.model, port, *([] if batching else ["--no-batching"]))
+        try:
+            load(port, make(20), 4)  # warm up
+            for clients in args.clients:
+                result = load(port, make(args.requests), clients)
+                print(
+                    f"  batching {'on ' if batching else 'off'} {clients:3d} clients: "
+                    f"{result['sentences/s']:6.1f} sentences/s, p50 {result['p50']:.2f} s, "
+                    f"p95 {result['p95']:.2f} s, p99 {result['p99']:.2f} s, "
+                    f"{result['errors']} errors, peak RSS {rss_mib(process.pid, 'VmHWM'):.0f} MiB"
+                )
+            if batching and args.long:
+                samples: list[float] = []
+                pid = process.pid
+                result = load(
+                    port,
+                    make(args.long),
+                    16,
+                    lambda done, pid=pid, samples=samples: (
+                        samples.append(rss_mib(pid)) if done % 1000 == 0 else None
+                    ),
+                )
+                print(
+                    f"  {args.long:,} requests from 16 clients: {result['errors']} errors, "
+                    f"RSS every 1,000 requests (MiB): {' '.join(f'{x:.0f}' for x in samples)}; "
+                    f"last / first {samples[-1] / samples[0]:.3f}"
+                )
+        finally:
+            process.send_signal(2)
+            process.wait(timeout=60)
+
+
 # ------------------------------------------------------------------ phrases
 
 
@@ -397,6 +527,12 @@ def main() -> None:
     p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("serve")
+    p.add_argument("--model", default=str(ROOT / "models" / "multi30k-de-en.pt"))
+    p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
+    p.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64])
+    p.add_argument("--requests", type=int, default=200, help="requests per client count")
+    p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
     p = sub.add_parser("phrases")
     p.add_argument("--model", default=str(ROOT / "runs" / "tatoeba-fr-en-attention" / "model.pt"))
     p.add_argument(
@@ -414,6 +550,7 @@ def main() -> None:
         "train": bench_train,
         "translate": bench_translate,
         "phrases": bench_phrases,
+        "serve": bench_serve,
     }[args.part](args)
 
 
