@@ -137,3 +137,33 @@ def export_model(path: str | Path, output: str | Path, half: bool, metrics: dict
         dtype=torch.float16 if half else None,
     )
     save_file(exported, output)
+
+
+def average_models(paths: list[Path]) -> dict[str, Any]:
+    """The model file whose parameters are the element-wise mean of the files' parameters.
+
+    Raises:
+        CheckpointError: fewer than two files, or files of different configs,
+            tokenizers or parameter names.
+    """
+    if len(paths) < 2:
+        raise CheckpointError("averaging needs at least two model files or checkpoints")
+    first = load_file(paths[0])
+    total = {k: v.double() for k, v in first["state_dict"].items() if v.is_floating_point()}
+    for path in paths[1:]:
+        payload = load_file(path)
+        if payload["config"] != first["config"] or payload["tokenizers"] != first["tokenizers"]:
+            raise CheckpointError(f"{path}: another config or tokenizer than {paths[0]}")
+        if payload["state_dict"].keys() != first["state_dict"].keys():
+            raise CheckpointError(f"{path}: other parameters than {paths[0]}")
+        for key in total:
+            total[key] += payload["state_dict"][key].double()
+    state = {
+        key: (total[key] / len(paths)).to(value.dtype) if key in total else value
+        for key, value in first["state_dict"].items()
+    }
+    metrics = {**first["metrics"], "averaged": [Path(p).name for p in paths]}
+    metrics.pop("dev_bleu", None)  # of one of the files, not of the average
+    return model_payload(
+        first["config"], state, first["tokenizers"]["src"], first["tokenizers"]["tgt"], metrics
+    )

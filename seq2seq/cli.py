@@ -259,6 +259,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from seq2seq.checkpoint import average_models, save_file
+
+    paths = [Path(p) for p in args.models]
+    if len(paths) == 1 and paths[0].is_dir():  # a run folder: its last checkpoints
+        found = sorted((paths[0] / "checkpoints").glob("step*.pt"))
+        if len(found) < args.last:
+            raise DataError(
+                f"{paths[0]}: {len(found)} checkpoints, --last {args.last} asked "
+                "(train.keep_checkpoints keeps more)"
+            )
+        paths = found[-args.last :]
+    for path in paths:
+        _check_distinct(str(path), args.output, "model", "-o/--output")
+    save_file(average_models(paths), args.output)
+    log.info("averaged %s", ", ".join(p.name for p in paths))
+    print(args.output)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from seq2seq.checkpoint import export_model
 
@@ -515,6 +535,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     device(p)
     p.set_defaults(func=cmd_serve)
+
+    p = command(
+        "average",
+        "average the parameters of several checkpoints of one run",
+        description="The element-wise mean of the parameters: a run folder's last N "
+        "checkpoints, or the files given.",
+    )
+    p.add_argument("models", nargs="+", help="a run folder, or two or more model files")
+    p.add_argument("--last", type=_number(int, 2), default=5, help="checkpoints of a run folder")
+    p.add_argument("-o", "--output", required=True, help="the averaged model file")
+    p.set_defaults(func=cmd_average)
 
     p = command("export", "write a compact model file (no training state)")
     p.add_argument("model", help="model file or training checkpoint")

@@ -157,3 +157,37 @@ def test_damaged_model_files_get_one_line(tiny_model_file, tmp_path, how, messag
 
 def test_a_run_folder_stands_for_its_model(tiny_model_file):
     assert load_file(tiny_model_file.parent)["kind"] == "model"
+
+
+def test_average_is_the_mean_and_loads_safely(tiny_prepared, tmp_path):
+    from seq2seq.cli import main
+    from seq2seq.translate import Translator
+
+    run = tmp_path / "run"
+    argv = ["train", "tiny", "--run-dir", str(run), "--set", f"data.dir={tiny_prepared}"]
+    extra = ["train.max_steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
+    assert main(argv + [x for e in extra for x in ("--set", e)]) == 0
+    out = tmp_path / "avg.pt"
+    assert main(["average", str(run), "--last", "3", "-o", str(out)]) == 0
+    checkpoints = sorted((run / "checkpoints").glob("step*.pt"))
+    states = [load_file(p)["state_dict"] for p in checkpoints]
+    averaged = load_file(out)  # weights_only loading
+    assert averaged["kind"] == "model" and len(averaged["metrics"]["averaged"]) == 3
+    for key, value in averaged["state_dict"].items():
+        if value.is_floating_point():
+            mean = sum(s[key].double() for s in states) / 3
+            torch.testing.assert_close(value.double(), mean, rtol=1e-6, atol=1e-7)
+    Translator.from_file(out).translate(["der hund"])
+    assert main(["average", str(run), "--last", "4", "-o", str(tmp_path / "x.pt")]) == 1
+
+
+def test_average_refuses_other_configs(tiny_model_file, tmp_path):
+    from seq2seq.checkpoint import average_models
+
+    other = torch.load(tiny_model_file, weights_only=True)
+    other["config"]["model"]["dropout"] = 0.5
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="another config"):
+        average_models([tiny_model_file, tmp_path / "other.pt"])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_models([tiny_model_file])
