@@ -91,7 +91,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.plot_attention and not args.text:
         raise ConfigError("--plot-attention needs the sentence as an argument")
     _check_distinct(args.input, args.output, "--input", "--output")
-    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    if args.plot_attention and len(args.model or []) > 1:
+        raise ConfigError("--plot-attention draws one model's attention; give one -m")
+    translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device)
     beam = args.beam or translator.config.search.beam
     nbest = args.nbest or translator.config.search.nbest
     if nbest > beam:
@@ -141,7 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         if bool(args.src) != bool(args.ref):
             raise ConfigError("give --src and --ref, or neither (the model's test split)")
-        translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+        translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device)
         src, ref = args.src, args.ref
         if not src:
             data = translator.config.data
@@ -430,7 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("translate", "translate text with a model file")
     p.add_argument("text", nargs="*", help="sentences (default: stdin or --input)")
     p.add_argument(
-        "-m", "--model", help=f"model file or run folder (default models/{DEFAULT_MODEL.name})"
+        "-m",
+        "--model",
+        action="append",
+        help=f"model file or run folder (default models/{DEFAULT_MODEL.name}); "
+        "repeat for an ensemble",
     )
     p.add_argument("--input", help="input file, one sentence a line")
     p.add_argument("--output", help="output file (default stdout)")
@@ -459,7 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_translate)
 
     p = command("evaluate", "BLEU and chrF with sacreBLEU signatures")
-    p.add_argument("-m", "--model", help="model file or run folder (default: the shipped model)")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        help="model file or run folder (default: the shipped model); repeat for an ensemble",
+    )
     p.add_argument(
         "--src", help="source file to translate (default: the model's data.dir/data.test split)"
     )

@@ -5,6 +5,8 @@ The model never sees strings: ids in, logits or log-probabilities out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -81,6 +83,46 @@ class Seq2Seq(nn.Module):
         token = token - torch.logsumexp(logits, dim=-1)
         token = token.masked_fill(tgt_out == PAD_ID, 0.0)
         return token.sum(dim=1), token
+
+
+@dataclass
+class EnsembleState:
+    """The decoder states of an ensemble's models, reordered together."""
+
+    states: list[DecoderState]
+    attention: Tensor | None = None  # an ensemble draws no attention
+
+    def select(self, index: Tensor) -> EnsembleState:
+        return EnsembleState([state.select(index) for state in self.states])
+
+
+class Ensemble(nn.Module):
+    """Several models searched as one: the mean of their next-word log-probabilities.
+
+    It has the interface search and scoring use (`encode`, `init_state`,
+    `decode_step`, `score`), so `search.py` needs no change.
+    """
+
+    def __init__(self, models: list[Seq2Seq]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def encode(self, src_ids: Tensor, src_lengths: Tensor) -> list[EncoderOutput]:
+        return [model.encode(src_ids, src_lengths) for model in self.models]
+
+    def init_state(self, encoded: list[EncoderOutput]) -> EnsembleState:
+        return EnsembleState([m.init_state(e) for m, e in zip(self.models, encoded)])
+
+    def decode_step(self, prev_ids: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState]:
+        steps = [m.decode_step(prev_ids, s) for m, s in zip(self.models, state.states)]
+        log_probs = torch.stack([log_probs for log_probs, _ in steps]).mean(0)
+        return log_probs, EnsembleState([new for _, new in steps])
+
+    def score(self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
+        """Forced decoding with the mean of the models' per-token log-probs."""
+        per_token = torch.stack([m.score(src_ids, src_lengths, tgt_out)[1] for m in self.models])
+        per_token = per_token.mean(0)
+        return per_token.sum(dim=1), per_token
 
 
 def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

@@ -18,7 +18,7 @@ from sentencex import segment
 from seq2seq.checkpoint import CheckpointError, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate, collate_sources, token_batches
-from seq2seq.model import Seq2Seq, build_model
+from seq2seq.model import Ensemble, Seq2Seq, build_model
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import Tokenizer
 
@@ -42,7 +42,7 @@ class Translator:
     """A model with its tokenizers and search settings."""
 
     def __init__(
-        self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config, device: str
+        self, model: Seq2Seq | Ensemble, src: Tokenizer, tgt: Tokenizer, config: Config, device: str
     ) -> None:
         self.model = model.to(device).eval()
         self.src, self.tgt, self.config, self.device = src, tgt, config, device
@@ -72,6 +72,29 @@ class Translator:
                 f"{path}: its weights do not match its config ({first})"
             ) from None
         return cls(model, src, tgt, config, device)
+
+    @classmethod
+    def from_files(cls, paths: list[str | Path], device: str = "cpu") -> Translator:
+        """One model file, or an ensemble of several that share their tokenizers.
+
+        The ensemble searches with the first file's search settings.
+
+        Raises:
+            CheckpointError: the files' tokenizers differ.
+        """
+        translators = [cls.from_file(path, device) for path in paths]
+        first = translators[0]
+        if len(translators) == 1:
+            return first
+        for path, other in zip(paths[1:], translators[1:]):
+            for side in ("src", "tgt"):
+                if getattr(other, side).model_bytes != getattr(first, side).model_bytes:
+                    raise CheckpointError(
+                        f"{path}: its {side} vocabulary differs from {paths[0]}'s; an ensemble "
+                        "needs models trained on the same prepared corpus"
+                    )
+        ensemble = Ensemble([t.model for t in translators])
+        return cls(ensemble, first.src, first.tgt, first.config, device)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Clean and tokenize; over-long inputs are cut with a warning.

@@ -333,3 +333,13 @@ def test_nbest_default_comes_from_the_model(tiny_model_file, tmp_path, capsys):
     torch.save(payload, path)
     assert main(["translate", "-m", str(path), "der hund"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_translate_and_evaluate_with_an_ensemble(tiny_model_file, capsys):
+    model = str(tiny_model_file)
+    assert main(["translate", "-m", model, "--beam", "1", "der hund"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["translate", "-m", model, "-m", model, "--beam", "1", "der hund"]) == 0
+    assert capsys.readouterr().out == alone
+    assert main(["evaluate", "-m", model, "-m", model, "--json"]) == 0
+    assert "bleu" in json.loads(capsys.readouterr().out)

@@ -92,3 +92,38 @@ def test_nbest_entries_that_read_the_same_are_merged(translator, monkeypatch):
     monkeypatch.setattr(translator.tgt, "decode", lambda ids: ["same"] * len(ids))
     result = translator.translate(["der hund läuft"], beam=2, nbest=2)[0]
     assert result.texts == ["same"]
+
+
+def test_an_ensemble_of_one_model_twice_equals_the_model(tiny_model_file, translator):
+    ensemble = Translator.from_files([tiny_model_file, tiny_model_file])
+    for beam in (1, 2):
+        alone = translator.translate(LINES, beam=beam, nbest=2 if beam > 1 else 1)
+        both = ensemble.translate(LINES, beam=beam, nbest=2 if beam > 1 else 1)
+        assert [t.texts for t in both] == [t.texts for t in alone]
+        flat = [s for t in both for s in t.scores]
+        assert flat == pytest.approx([s for t in alone for s in t.scores], abs=1e-5)
+    src, tgt = translator.encode_sources(["der hund"]), translator.tgt.encode(["the dog"])
+    assert ensemble.score_ids(src, tgt, 100) == pytest.approx(translator.score_ids(src, tgt, 100))
+
+
+def test_an_ensemble_averages_log_probabilities(tiny_model_file, tmp_path):
+    payload = torch.load(tiny_model_file, weights_only=True)
+    payload["state_dict"] = {
+        k: v * 0.5 if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+    }
+    torch.save(payload, tmp_path / "half.pt")
+    a, b = Translator.from_file(tiny_model_file), Translator.from_file(tmp_path / "half.pt")
+    ensemble = Translator.from_files([tiny_model_file, tmp_path / "half.pt"])
+    src, tgt = a.encode_sources(["der hund"]), a.tgt.encode(["the dog"])
+    mean = (a.score_ids(src, tgt, 100)[0] + b.score_ids(src, tgt, 100)[0]) / 2
+    assert ensemble.score_ids(src, tgt, 100)[0] == pytest.approx(mean, abs=1e-5)
+
+
+def test_an_ensemble_needs_the_same_vocabularies(tiny_model_file, tmp_path):
+    from seq2seq.checkpoint import CheckpointError
+
+    payload = torch.load(tiny_model_file, weights_only=True)
+    payload["tokenizers"]["tgt"] = payload["tokenizers"]["src"]
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="tgt vocabulary differs"):
+        Translator.from_files([tiny_model_file, tmp_path / "other.pt"])
