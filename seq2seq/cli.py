@@ -115,7 +115,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         )
         bar = stack.enter_context(tqdm(unit=" lines", disable=None if args.output else True))
         for index, result in enumerate(results):
-            if nbest > 1:
+            if nbest > 1 and args.nbest_format == "moses":  # id ||| text ||| features ||| total
+                for text, score in zip(result.texts, result.scores):
+                    out.write(f"{index} ||| {text} ||| Seq2Seq0= {score:.6g} ||| {score:.6g}\n")
+            elif nbest > 1:
                 for text, score in zip(result.texts, result.scores):
                     out.write(f"{index} ||| {text} ||| {score:.4f}\n")
             else:
@@ -278,6 +281,36 @@ def cmd_average(args: argparse.Namespace) -> int:
     save_file(average_models(paths), args.output)
     log.info("averaged %s", ", ".join(p.name for p in paths))
     print(args.output)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from seq2seq.data import open_text, read_lines, read_parallel, read_tsv
+    from seq2seq.nbest import ScoreSettings, rescore_nbest, score_pair_stream
+    from seq2seq.translate import Translator
+
+    settings = ScoreSettings(per_token=args.per_token, skip_bad=args.skip_bad, feature=args.feature)
+    if args.nbest and not args.src:
+        raise ConfigError("--nbest needs --src, the source sentences (line i for id i)")
+    if not args.nbest and not args.tsv and not (args.src and args.tgt):
+        raise ConfigError("score needs --src and --tgt, --tsv, or --nbest with --src")
+    for given in (args.src, args.tgt, args.tsv, args.nbest):
+        _check_distinct(given, args.output, "input", "-o/--output")
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout.buffer
+        if args.output:
+            sink = stack.enter_context(stack.enter_context(atomic_path(args.output)).open("wb"))
+        if args.nbest:
+            nbest = stack.enter_context(open_text(args.nbest))
+            sources = read_lines(args.src)
+            counts = rescore_nbest(translator, nbest, args.nbest, sources, sink, settings)
+            log.info("rescored %d lines (%d skipped)", counts["lines"], counts["skipped"])
+        else:
+            pairs = read_tsv(Path(args.tsv)) if args.tsv else read_parallel(args.src, args.tgt)
+            for score in score_pair_stream(translator, pairs, settings):
+                sink.write(f"{score:.6g}\n".encode())
+        sink.flush()
     return 0
 
 
@@ -454,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="source tokens x beam per batch (default from the model)",
     )
     p.add_argument(
+        "--nbest-format",
+        choices=("plain", "moses"),
+        default="plain",
+        help="plain: 'i ||| text ||| score'; moses: 'i ||| text ||| Seq2Seq0= score ||| score'",
+    )
+    p.add_argument(
         "--no-split",
         action="store_true",
         help="translate each line as one sentence (by default a line is split into sentences)",
@@ -546,6 +585,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     device(p)
     p.set_defaults(func=cmd_serve)
+
+    p = command(
+        "score",
+        "log p(target | source) of sentence pairs, or a new feature for an n-best list",
+        description="Forced decoding: one log p(e|f) per pair (--src/--tgt or --tsv), or "
+        "' NAME= log p(e|f)' appended to the features of every line of a Moses or Marian "
+        "n-best list (id ||| hypothesis ||| features ||| total), all other bytes kept.",
+    )
+    p.add_argument("-m", "--model", help="source->target model file (default: the shipped model)")
+    p.add_argument("--src", help="source sentences, one a line")
+    p.add_argument("--tgt", help="target sentences, one a line (with --src)")
+    p.add_argument("--tsv", help="source<TAB>target lines instead of --src/--tgt")
+    p.add_argument("--nbest", help="an n-best list to rescore (plain or gzip); needs --src")
+    p.add_argument("-o", "--output", help="output file (default stdout)")
+    p.add_argument("--per-token", action="store_true", help="divide by the target length")
+    p.add_argument("--feature", default="Seq2Seq0", help="the n-best feature's name")
+    p.add_argument("--skip-bad", action="store_true", help="drop bad n-best lines, counted")
+    device(p)
+    p.set_defaults(func=cmd_score)
 
     p = command(
         "average",

@@ -112,6 +112,12 @@ def read_folder(folder: Path, split: str, src: str, tgt: str) -> Iterator[tuple[
     for path, lang in zip(paths, (src, tgt), strict=True):
         if path is None:
             raise DataError(f"{folder}: missing {split}.{lang}[.gz]")
+    yield from read_parallel(*paths)
+
+
+def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[str, str]]:
+    """Pairs of lines of two files; different line counts are an error."""
+    paths = [src_path, tgt_path]
     src_lines, tgt_lines = read_lines(paths[0]), read_lines(paths[1])
     count = 0
     for src_line in src_lines:
