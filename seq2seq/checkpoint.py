@@ -117,26 +117,58 @@ def model_payload(
     }
 
 
-def export_model(path: str | Path, output: str | Path, half: bool, metrics: dict[str, Any]) -> None:
-    """Write the model part of a model file or checkpoint, optionally in float16.
+def export_model(
+    path: str | Path, output: str | Path, half: bool, metrics: dict[str, Any], int8: bool = False
+) -> None:
+    """Write the model part of a model file or checkpoint, optionally smaller.
 
     Args:
         path: a model file or training checkpoint.
         output: the new model file.
         half: store floating-point weights as float16 (loading makes them float32).
         metrics: merged into the file's metrics (e.g. test BLEU).
+        int8: store every matrix as int8 with a scale per row; loading runs the
+            Linear layers as dynamic int8 (`Translator.from_file`).
     """
     payload = load_file(path)
-    state_dict = payload["state_dict"]
+    if payload.get("int8"):
+        raise CheckpointError(f"{path}: already an int8 file; export from the float model")
     exported = model_payload(
         payload["config"],
-        state_dict,
+        payload["state_dict"],
         payload["tokenizers"]["src"],
         payload["tokenizers"]["tgt"],
         {**payload["metrics"], **metrics},
         dtype=torch.float16 if half else None,
     )
+    if int8:
+        exported.update(state_dict=quantize_matrices(exported["state_dict"]), int8=True)
     save_file(exported, output)
+
+
+INT8_SCALE = ".int8_scale"  # the key suffix of a quantized matrix's row scales
+
+
+def quantize_matrices(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every floating-point matrix as int8 with a float32 scale per row (symmetric)."""
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dim() == 2:
+            scale = value.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+            out[key] = (value.float() / scale).round().clamp(-127, 127).to(torch.int8)
+            out[key + INT8_SCALE] = scale
+        else:
+            out[key] = value
+    return out
+
+
+def dequantize_matrices(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float32 matrices back from `quantize_matrices`."""
+    return {
+        key: value.float() * state[key + INT8_SCALE] if key + INT8_SCALE in state else value
+        for key, value in state.items()
+        if not key.endswith(INT8_SCALE)
+    }
 
 
 def average_models(paths: list[Path]) -> dict[str, Any]:

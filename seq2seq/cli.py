@@ -93,7 +93,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _check_distinct(args.input, args.output, "--input", "--output")
     if args.plot_attention and len(args.model or []) > 1:
         raise ConfigError("--plot-attention draws one model's attention; give one -m")
-    translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device)
+    translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device, args.dtype)
     beam = args.beam or translator.config.search.beam
     nbest = args.nbest or translator.config.search.nbest
     if nbest > beam:
@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         if bool(args.src) != bool(args.ref):
             raise ConfigError("give --src and --ref, or neither (the model's test split)")
-        translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device)
+        translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device, args.dtype)
         src, ref = args.src, args.ref
         if not src:
             data = translator.config.data
@@ -199,8 +199,12 @@ def cmd_score_phrases(args: argparse.Namespace) -> int:
             raise DataError(f"{ini_in}: not valid UTF-8") from None
         added = 2 if args.reverse_model else 1
         ini = update_moses_ini(text, str(Path(args.output).resolve()), added, args.weight)
-    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
-    reverse = Translator.from_file(args.reverse_model, args.device) if args.reverse_model else None
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device, args.dtype)
+    reverse = (
+        Translator.from_file(args.reverse_model, args.device, args.dtype)
+        if args.reverse_model
+        else None
+    )
     options = ScoreOptions(
         as_log=args.log,
         per_token=args.per_token,
@@ -237,7 +241,7 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
     from seq2seq.plots import plot_phrase_space
     from seq2seq.translate import Translator
 
-    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device, args.dtype)
     phrases = read_phrases(args.phrases)
     if len(phrases) < 3:
         raise DataError(f"{args.phrases}: need at least 3 phrases for a 2-D projection")
@@ -250,7 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from seq2seq.translate import Translator
 
     model = Path(args.model or DEFAULT_MODEL)
-    translator = Translator.from_file(model, args.device)
+    translator = Translator.from_file(model, args.device, args.dtype)
     options = ServeOptions(
         beam=args.beam,
         char_limit=args.char_limit,
@@ -296,7 +300,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError("score needs --src and --tgt, --tsv, or --nbest with --src")
     for given in (args.src, args.tgt, args.tsv, args.nbest):
         _check_distinct(given, args.output, "input", "-o/--output")
-    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device)
+    translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device, args.dtype)
     with contextlib.ExitStack() as stack:
         sink = sys.stdout.buffer
         if args.output:
@@ -323,7 +327,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics: not valid JSON ({error})") from None
     if not isinstance(metrics, dict):
         raise ConfigError("--metrics: expected a JSON object, e.g. '{\"test_bleu\": 40.1}'")
-    export_model(args.model, args.output, args.half, metrics)
+    if args.half and args.int8:
+        raise ConfigError("--half or --int8, not both")
+    export_model(args.model, args.output, args.half, metrics, int8=args.int8)
     print(args.output)
     return 0
 
@@ -399,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def device(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", type=device_type, default="cpu", help="cpu, cuda, cuda:N, mps")
+        p.add_argument(
+            "--dtype",
+            choices=("fp32", "bf16"),
+            default="fp32",
+            help="bf16: search under bf16 autocast (fast where the CPU has avx512_bf16/AMX)",
+        )
 
     p = command("prepare", "clean a corpus and train SentencePiece")
     p.add_argument(
@@ -620,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file or training checkpoint")
     p.add_argument("output", help="new model file, e.g. models/NAME.pt")
     p.add_argument("--half", action="store_true", help="store weights as float16")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="store matrices as int8 (a scale per row); Linear layers then run as dynamic int8",
+    )
     p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
     p.set_defaults(func=cmd_export)
 

@@ -7,15 +7,18 @@ size is translated in bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from sentencex import segment
+from torch.ao.quantization import quantize_dynamic
 
-from seq2seq.checkpoint import CheckpointError, load_file
+from seq2seq.checkpoint import CheckpointError, dequantize_matrices, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate, collate_sources, token_batches
 from seq2seq.model import Ensemble, Seq2Seq, build_model
@@ -42,15 +45,33 @@ class Translator:
     """A model with its tokenizers and search settings."""
 
     def __init__(
-        self, model: Seq2Seq | Ensemble, src: Tokenizer, tgt: Tokenizer, config: Config, device: str
+        self,
+        model: Seq2Seq | Ensemble,
+        src: Tokenizer,
+        tgt: Tokenizer,
+        config: Config,
+        device: str,
+        dtype: str = "fp32",
     ) -> None:
         self.model = model.to(device).eval()
         self.src, self.tgt, self.config, self.device = src, tgt, config, device
+        self.dtype = dtype  # "bf16": search and scoring under bf16 autocast
+
+    def precision(self) -> contextlib.AbstractContextManager:
+        """The autocast context of `dtype` (a no-op for fp32)."""
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str = "cpu") -> Translator:
-        """Load a model file (or training checkpoint); weights become float32."""
+    def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Translator:
+        """Load a model file (or training checkpoint); weights become float32.
+
+        An int8 file (`export --int8`) runs its Linear layers as dynamic int8.
+        """
         payload = load_file(path)
+        if payload.get("int8") and dtype != "fp32":
+            raise ConfigError(f"{path}: an int8 model file runs in int8; leave out --dtype {dtype}")
         try:
             config = config_from_dict(payload["config"])
         except ConfigError as error:
@@ -61,9 +82,10 @@ class Translator:
         except RuntimeError:
             raise CheckpointError(f"{path}: its tokenizers cannot be read") from None
         model = build_model(config.model, src.vocab_size, tgt.vocab_size)
-        state = {
-            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
-        }
+        state = payload["state_dict"]
+        if payload.get("int8"):
+            state = dequantize_matrices(state)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
@@ -71,10 +93,16 @@ class Translator:
             raise CheckpointError(
                 f"{path}: its weights do not match its config ({first})"
             ) from None
-        return cls(model, src, tgt, config, device)
+        if payload.get("int8"):
+            with warnings.catch_warnings():  # torch.ao's notice that torchao is its successor
+                warnings.simplefilter("ignore")
+                model = quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        return cls(model, src, tgt, config, device, dtype)
 
     @classmethod
-    def from_files(cls, paths: list[str | Path], device: str = "cpu") -> Translator:
+    def from_files(
+        cls, paths: list[str | Path], device: str = "cpu", dtype: str = "fp32"
+    ) -> Translator:
         """One model file, or an ensemble of several that share their tokenizers.
 
         The ensemble searches with the first file's search settings.
@@ -82,7 +110,7 @@ class Translator:
         Raises:
             CheckpointError: the files' tokenizers differ.
         """
-        translators = [cls.from_file(path, device) for path in paths]
+        translators = [cls.from_file(path, device, dtype) for path in paths]
         first = translators[0]
         if len(translators) == 1:
             return first
@@ -94,7 +122,7 @@ class Translator:
                         "needs models trained on the same prepared corpus"
                     )
         ensemble = Ensemble([t.model for t in translators])
-        return cls(ensemble, first.src, first.tgt, first.config, device)
+        return cls(ensemble, first.src, first.tgt, first.config, device, dtype)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Clean and tokenize; over-long inputs are cut with a warning.
@@ -133,12 +161,13 @@ class Translator:
         for group in token_batches(todo, batch_tokens // beam, [len(s) + 1 for s in ids]):
             src_ids, src_lengths = collate_sources([ids[i] for i in group])
             # every finished hypothesis, so that n-best entries that read the same can go
-            hyps_per_sentence = self._search(
-                src_ids.to(self.device),
-                src_lengths.to(self.device),
-                beam,
-                1 if nbest == 1 else 2 * beam,
-            )
+            with self.precision():
+                hyps_per_sentence = self._search(
+                    src_ids.to(self.device),
+                    src_lengths.to(self.device),
+                    beam,
+                    1 if nbest == 1 else 2 * beam,
+                )
             for i, hyps in zip(group, hyps_per_sentence):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
                 first = list(dict.fromkeys(texts_out))[:nbest]  # distinct texts, best first
@@ -177,7 +206,8 @@ class Translator:
         for group in token_batches(order, batch_tokens, src_lengths, tgt_lengths):
             batch = collate([src_ids[i] for i in group], [tgt_ids[i] for i in group])
             batch = batch.to(self.device)
-            total, _ = self.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
+            with self.precision():
+                total, _ = self.model.score(batch.src_ids, batch.src_lengths, batch.tgt_out)
             for i, value in zip(group, total.tolist()):
                 log_probs[i] = value
         return log_probs

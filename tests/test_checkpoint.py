@@ -191,3 +191,37 @@ def test_average_refuses_other_configs(tiny_model_file, tmp_path):
         average_models([tiny_model_file, tmp_path / "other.pt"])
     with pytest.raises(CheckpointError, match="at least two"):
         average_models([tiny_model_file])
+
+
+def test_int8_export_round_trips_and_translates(tiny_model_file, tmp_path, capsys):
+    from seq2seq.checkpoint import dequantize_matrices, quantize_matrices
+    from seq2seq.cli import main
+    from seq2seq.translate import Translator
+
+    state = load_file(tiny_model_file)["state_dict"]
+    back = dequantize_matrices(quantize_matrices(state))
+    for key, value in state.items():
+        if value.is_floating_point() and value.dim() == 2:
+            step = value.abs().amax(dim=1, keepdim=True) / 127
+            assert ((back[key] - value).abs() <= step / 2 + 1e-7).all()
+    out = tmp_path / "int8.pt"
+    assert main(["export", str(tiny_model_file), str(out), "--int8"]) == 0
+    payload = load_file(out)  # weights_only loading
+    assert payload["int8"] and any(v.dtype == torch.int8 for v in payload["state_dict"].values())
+    quantized = Translator.from_file(out)
+    assert any("quantized" in type(m).__module__ for m in quantized.model.modules())
+    assert len(quantized.translate(["der hund", "ein mann"], beam=2)) == 2
+    assert main(["translate", "-m", str(out), "--dtype", "bf16", "der hund"]) == 1
+    assert main(["export", str(out), str(tmp_path / "again.pt"), "--int8"]) == 1
+
+
+def test_bf16_search_is_close_to_fp32(tiny_model_file):
+    from seq2seq.translate import Translator
+
+    fp32 = Translator.from_file(tiny_model_file)
+    bf16 = Translator.from_file(tiny_model_file, dtype="bf16")
+    src, tgt = fp32.encode_sources(["der hund läuft"]), fp32.tgt.encode(["the dog runs"])
+    assert bf16.score_ids(src, tgt, 100)[0] == pytest.approx(
+        fp32.score_ids(src, tgt, 100)[0], abs=0.2
+    )
+    assert len(bf16.translate(["der hund"], beam=2)[0].texts[0]) > 0
