@@ -235,29 +235,39 @@ def model_cost(config, batches: int = 8) -> tuple[int, float]:
 
 
 def bench_translate(args: argparse.Namespace) -> None:
+    from seq2seq.checkpoint import export_model
     from seq2seq.data import read_lines
     from seq2seq.evaluate import score_corpus
     from seq2seq.translate import Translator
 
     torch.set_num_threads(args.threads)
-    translator = Translator.from_file(args.model)
     src = list(read_lines(args.src))
     ref = list(read_lines(args.ref))
     print(
-        f"model {args.model}, {len(src)} sentences, {args.threads} threads, median of {args.runs}"
+        f"model {args.model}, {len(src)} sentences, {args.threads} threads, median of {args.runs}; "
+        "bf16 is fast with avx512_bf16 or amx_bf16, int8 with avx512_vnni or amx_int8"
     )
-    for beam in (1, 5):
-        times, hyps = [], []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
-            times.append(time.perf_counter() - started)
-        seconds = statistics.median(times)
-        scores = score_corpus(hyps, ref)
-        print(
-            f"  beam {beam}: {seconds:.1f} s, {len(src) / seconds:.0f} sentences/s, "
-            f"BLEU {scores['bleu']} chrF {scores['chrf']}"
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        int8 = Path(tmp) / "int8.pt"
+        export_model(args.model, int8, half=False, metrics={}, int8=True)
+        variants = [
+            ("fp32", Translator.from_file(args.model)),
+            ("bf16", Translator.from_file(args.model, dtype="bf16")),
+            ("int8", Translator.from_file(int8)),
+        ]
+        for name, translator in variants:
+            for beam in (1, 5):
+                times, hyps = [], []
+                for _ in range(args.runs):
+                    started = time.perf_counter()
+                    hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
+                    times.append(time.perf_counter() - started)
+                seconds = statistics.median(times)
+                scores = score_corpus(hyps, ref)
+                print(
+                    f"  {name} beam {beam}: {seconds:.2f} s, {len(src) / seconds:.0f} sentences/s, "
+                    f"BLEU {scores['bleu']} chrF {scores['chrf']}"
+                )
     print(f"  {scores['bleu_signature']}")
 
 
