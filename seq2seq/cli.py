@@ -135,32 +135,32 @@ def _check_distinct(source: str | None, target: str | None, source_flag: str, fl
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.data import read_lines
-    from seq2seq.evaluate import score_corpus
+    from seq2seq.evaluate import score_by_length, score_corpus
 
     if args.hyp:
-        if not args.ref:
-            raise ConfigError("--hyp needs --ref")
-        hyps, ref = list(read_lines(args.hyp)), args.ref
+        if not args.ref or (args.by_length and not args.src):
+            raise ConfigError("--hyp needs --ref (and --src for --by-length)")
+        systems, src, ref = {Path(args.hyp).name: list(read_lines(args.hyp))}, args.src, args.ref
     else:
-        from seq2seq.translate import Translator
-
         if bool(args.src) != bool(args.ref):
             raise ConfigError("give --src and --ref, or neither (the model's test split)")
-        translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device, args.dtype)
-        src, ref = args.src, args.ref
-        if not src:
-            data = translator.config.data
-            src, ref = (
-                str(Path(data.dir) / f"{data.test}.{lang}") for lang in (data.src, data.tgt)
-            )
-            log.info("the model's test split: %s and %s", src, ref)
-        # test sets hold a sentence a line: no splitting
-        lines = read_lines(src)
-        hyps = [t.texts[0] for t in translator.translate_stream(lines, args.beam, split=False)]
+        systems, src, ref = _translate_for_evaluation(args)
     refs = list(read_lines(ref))
     if not refs:
         raise DataError(f"{ref}: no lines to score")
-    result = score_corpus(hyps, refs)
+    if args.by_length:
+        sources = list(read_lines(src))
+        table = {
+            name: score_by_length(sources, hyps, refs, args.by_length)
+            for name, hyps in systems.items()
+        }
+        print(json.dumps(table) if args.json else _length_table(table))
+        if args.plot:
+            from seq2seq.plots import plot_by_length
+
+            log.info("drawn to %s", plot_by_length(table, args.plot))
+        return 0
+    result = score_corpus(next(iter(systems.values())), refs)
     if args.json:
         print(json.dumps(result))
     else:
@@ -169,10 +169,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    from seq2seq.plots import plot_run
+def _translate_for_evaluation(args: argparse.Namespace) -> tuple[dict[str, list[str]], str, str]:
+    """{name: hypotheses} of the model (or ensemble), or of each model with --by-length."""
+    from seq2seq.data import read_lines
+    from seq2seq.translate import Translator
 
-    print(plot_run(args.run_dir, args.output))
+    models = args.model or [str(DEFAULT_MODEL)]
+    groups = [[m] for m in models] if args.by_length else [models]
+    systems, src, ref = {}, args.src, args.ref
+    for group in groups:
+        translator = Translator.from_files(group, args.device, args.dtype)
+        if not src:  # the first model's test split
+            data = translator.config.data
+            src, ref = (f"{data.dir}/{data.test}.{lang}" for lang in (data.src, data.tgt))
+            log.info("the model's test split: %s and %s", src, ref)
+        # test sets hold a sentence a line: no splitting
+        results = translator.translate_stream(read_lines(src), args.beam, split=False)
+        systems["+".join(_model_name(m) for m in group)] = [t.texts[0] for t in results]
+    return systems, src, ref
+
+
+def _model_name(path: str) -> str:
+    """A model's label: its file name, or the run folder's name for a run's model.pt."""
+    path = Path(path)
+    if path.is_dir() or path.name == "model.pt":
+        return (path if path.is_dir() else path.parent).name
+    return path.stem
+
+
+def _length_table(table: dict[str, list[dict]]) -> str:
+    """A markdown table: a row per bucket, BLEU and chrF per system."""
+    names = list(table)
+    head = (
+        "| source words | sentences | " + " | ".join(f"{n} BLEU | {n} chrF" for n in names) + " |"
+    )
+    lines = [head, "|" + "---|" * (2 + 2 * len(names))]
+    for index, row in enumerate(table[names[0]]):
+        cells = [row["bucket"], str(row["sentences"])]
+        for name in names:
+            other = table[name][index]
+            cells += [_number_or_dash(other["bleu"]), _number_or_dash(other["chrf"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from seq2seq.plots import plot_run, plot_runs
+
+    if len(args.run_dir) == 1:
+        print(plot_run(args.run_dir[0], args.output))
+    elif not args.output:
+        raise ConfigError("several runs need -o/--output (the figure of all of them)")
+    else:
+        print(plot_runs([Path(run) for run in args.run_dir], args.output))
     return 0
 
 
@@ -374,6 +427,17 @@ positive_int = _number(int, 1)
 finite_float = _number(float, -math.inf)
 
 
+def _edges(text: str) -> list[int]:
+    """Increasing positive bucket edges, e.g. '10,20,30'."""
+    try:
+        edges = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 10,20,30") from None
+    if not edges or edges[0] < 1 or edges != sorted(set(edges)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected increasing numbers >= 1")
+    return edges
+
+
 def device_type(text: str) -> str:
     try:
         return check_device(text)
@@ -530,6 +594,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=positive_int, help="beam size (default from the model)")
     device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--by-length",
+        nargs="?",
+        const=[10, 20, 30],
+        type=_edges,
+        metavar="EDGES",
+        help="BLEU and chrF per source-length bucket, e.g. 10,20,30 (the default) for "
+        "1-10, 11-20, 21-30, 31+ words; each -m is then scored on its own",
+    )
+    p.add_argument("--plot", metavar="PNG", help="with --by-length: draw BLEU per bucket")
     p.set_defaults(func=cmd_evaluate)
 
     p = command(
@@ -640,9 +714,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
     p.set_defaults(func=cmd_export)
 
-    p = command("plot", "draw training curves of a run to a PNG")
-    p.add_argument("run_dir", help="training run folder (holds log.jsonl)")
-    p.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
+    p = command(
+        "plot",
+        "draw training curves of a run to a PNG",
+        description="One run: its loss and dev BLEU. Several: their dev BLEU on one figure, "
+        "against training minutes and steps.",
+    )
+    p.add_argument("run_dir", nargs="+", help="training run folder(s) (holding log.jsonl)")
+    p.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png for one run)")
     p.set_defaults(func=cmd_plot)
     return parser
 

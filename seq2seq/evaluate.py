@@ -33,3 +33,38 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict[str, floa
         "chrf": round(chrf_score.score, 2),
         "chrf_signature": str(chrf.get_signature()),
     }
+
+
+def length_buckets(edges: list[int]) -> list[tuple[int, int | None]]:
+    """(first, last) source lengths in words of each bucket; the last bucket is open."""
+    bounds = [1, *(edge + 1 for edge in edges)]
+    return [(low, high - 1) for low, high in zip(bounds, bounds[1:])] + [(bounds[-1], None)]
+
+
+def score_by_length(
+    sources: list[str], hypotheses: list[str], references: list[str], edges: list[int]
+) -> list[dict]:
+    """BLEU and chrF of the sentences in each source-length bucket (Cho et al. 2014b, Fig. 4).
+
+    Returns:
+        Per bucket: {"bucket": "1-10", "sentences", "bleu", "chrf"} (scores None when empty).
+    """
+    if not len(sources) == len(hypotheses) == len(references):
+        raise DataError(
+            f"{len(sources)} sources, {len(hypotheses)} hypotheses, {len(references)} references"
+        )
+    rows = []
+    for low, high in length_buckets(edges):
+        chosen = [
+            i
+            for i, s in enumerate(sources)
+            if low <= len(s.split()) and (high is None or len(s.split()) <= high)
+        ]
+        row = {"bucket": f"{low}-{high}" if high else f"{low}+", "sentences": len(chosen)}
+        if chosen:
+            scores = score_corpus([hypotheses[i] for i in chosen], [references[i] for i in chosen])
+            row.update(bleu=scores["bleu"], chrf=scores["chrf"])
+        else:
+            row.update(bleu=None, chrf=None)
+        rows.append(row)
+    return rows

@@ -120,3 +120,41 @@ def plot_phrase_space(labels: list[str], points: torch.Tensor, output: str | Pat
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return Path(output)
+
+
+def plot_by_length(table: dict[str, list[dict]], output: str | Path) -> Path:
+    """BLEU per source-length bucket, a line per model (Cho et al. 2014b, Fig. 4)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in table.items():
+        points = [(r["bucket"], r["bleu"]) for r in rows if r["bleu"] is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=name)
+    ax.set(xlabel="source sentence length (words)", ylabel="BLEU", title="BLEU by length")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return Path(output)
+
+
+def plot_runs(run_dirs: list[Path], output: str | Path) -> Path:
+    """Dev BLEU of several runs on one figure, against training minutes and steps."""
+    plt = _pyplot()
+    fig, (minutes_ax, steps_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run_dir in run_dirs:
+        valid = [r for r in read_log(Path(run_dir)) if r.get("type") == "valid" and "bleu" in r]
+        if not valid:
+            log.warning("%s: no dev scores yet", run_dir)
+            continue
+        label = Path(run_dir).name
+        minutes_ax.plot(
+            [r["train_minutes"] for r in valid], [r["bleu"] for r in valid], ".-", label=label
+        )
+        steps_ax.plot([r["step"] for r in valid], [r["bleu"] for r in valid], ".-", label=label)
+    minutes_ax.set(xlabel="training minutes", ylabel="dev BLEU (greedy)")
+    steps_ax.set(xlabel="step", ylabel="dev BLEU (greedy)")
+    minutes_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return Path(output)

@@ -343,3 +343,25 @@ def test_translate_and_evaluate_with_an_ensemble(tiny_model_file, capsys):
     assert capsys.readouterr().out == alone
     assert main(["evaluate", "-m", model, "-m", model, "--json"]) == 0
     assert "bleu" in json.loads(capsys.readouterr().out)
+
+
+def test_evaluate_by_length_with_two_models_and_a_plot(tiny_model_file, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    model = str(tiny_model_file)
+    png = tmp_path / "by-length.png"
+    argv = ["evaluate", "-m", model, "-m", model, "--by-length", "2,4", "--plot", str(png)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].count("BLEU") == 2 and len(table) == 2 + 3  # header, rule, 3 buckets
+    assert png.stat().st_size > 1000
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "-m", model, "--by-length", "5,3"])
+    assert exit_.value.code == 1
+
+
+def test_plot_overlays_several_runs(tiny_model_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = str(tiny_model_file.parent)
+    assert main(["plot", run, run, "-o", str(tmp_path / "runs.png")]) == 0
+    assert (tmp_path / "runs.png").stat().st_size > 1000
+    assert main(["plot", run, run]) == 1

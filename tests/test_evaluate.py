@@ -19,3 +19,14 @@ def test_bleu_is_cased_and_detokenised():
 def test_line_counts_must_match_and_not_be_zero(hyps, refs):
     with pytest.raises(DataError):
         score_corpus(hyps, refs)
+
+
+def test_scores_by_source_length_bucket():
+    from seq2seq.evaluate import length_buckets, score_by_length
+
+    assert length_buckets([10, 20]) == [(1, 10), (11, 20), (21, None)]
+    sources = ["a b", "a " * 15, "a " * 40]
+    rows = score_by_length(sources, ["x y", "p q r", "s"], ["x y", "p q r", "t"], [10, 20, 30])
+    assert [r["bucket"] for r in rows] == ["1-10", "11-20", "21-30", "31+"]
+    assert [r["sentences"] for r in rows] == [1, 1, 0, 1]
+    assert rows[0]["bleu"] == 100.0 and rows[2]["bleu"] is None and rows[3]["bleu"] < 100
