@@ -185,7 +185,10 @@ def _translate_for_evaluation(args: argparse.Namespace) -> tuple[dict[str, list[
             log.info("the model's test split: %s and %s", src, ref)
         # test sets hold a sentence a line: no splitting
         results = translator.translate_stream(read_lines(src), args.beam, split=False)
-        systems["+".join(_model_name(m) for m in group)] = [t.texts[0] for t in results]
+        name = "+".join(_model_name(m) for m in group)
+        while name in systems:  # the same model twice gets two columns
+            name += "'"
+        systems[name] = [t.texts[0] for t in results]
     return systems, src, ref
 
 

@@ -26,7 +26,8 @@ def test_scores_by_source_length_bucket():
 
     assert length_buckets([10, 20]) == [(1, 10), (11, 20), (21, None)]
     sources = ["a b", "a " * 15, "a " * 40]
-    rows = score_by_length(sources, ["x y", "p q r", "s"], ["x y", "p q r", "t"], [10, 20, 30])
+    same = "a dog runs in the park today"
+    rows = score_by_length(sources, [same, same, "s"], [same, same, "t"], [10, 20, 30])
     assert [r["bucket"] for r in rows] == ["1-10", "11-20", "21-30", "31+"]
     assert [r["sentences"] for r in rows] == [1, 1, 0, 1]
     assert rows[0]["bleu"] == 100.0 and rows[2]["bleu"] is None and rows[3]["bleu"] < 100
