@@ -6,6 +6,7 @@
     python scripts/benchmark.py translate [--model M] [--runs 3]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
+    python scripts/benchmark.py study     [--budget 12] [--preset P] [--set K=V ...]
 
 Every number is the median of several runs; the machine and the settings are
 printed first. Commands that run the `seq2seq` CLI run in a child process so
@@ -400,6 +401,99 @@ def bench_serve(args: argparse.Namespace) -> None:
             process.wait(timeout=60)
 
 
+# ------------------------------------------------------------------ study
+
+# The gated-unit study: name -> (preset suffix, overrides). Same data, seed and budget.
+STUDY = {
+    "gru": ("attention", ["model.cell=gru"]),
+    "gru-seed2": ("attention", ["model.cell=gru", "train.seed=2"]),
+    "gru_reset_after": ("attention", []),
+    "gru_reset_after-seed2": ("attention", ["train.seed=2"]),
+    "gru1": ("attention", ["model.cell=gru1"]),
+    "gru2": ("attention", ["model.cell=gru2"]),
+    "gru3": ("attention", ["model.cell=gru3"]),
+    "lstm": ("attention", ["model.cell=lstm"]),
+    "tanh": ("attention", ["model.cell=tanh"]),
+    "uni-1-layer": ("attention", ["model.bidirectional=false"]),
+    "bi-2-layers": ("attention", ["model.layers=2"]),
+    "context-rnn": ("context", ["model.decoder=context"]),
+    "context-grconv": ("context", ["model.decoder=context", "model.encoder=grconv"]),
+}
+BY_LENGTH = ["context-rnn", "context-grconv", "gru_reset_after"]  # the attention decoder
+
+
+def call(*argv: str) -> str:
+    """Run a seq2seq command in this process; its stdout, or SystemExit on failure."""
+    import contextlib
+    import io
+
+    from seq2seq.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(list(argv))
+    if status:
+        raise SystemExit(f"failed: seq2seq {' '.join(argv)}")
+    return out.getvalue()
+
+
+def study_run(args: argparse.Namespace, name: str) -> Path:
+    """Train one configuration of the study, or resume it; returns its run folder."""
+    kind, overrides = STUDY[name]
+    preset = args.preset if kind == "attention" else args.preset.replace("attention", kind)
+    run = args.out / name
+    budget = [f"train.max_minutes={args.budget}", "train.patience=0", "train.max_epochs=1000"]
+    if args.max_steps:
+        budget.append(f"train.max_steps={args.max_steps}")
+    settings = [x for o in [*args.set, *budget, *overrides] for x in ("--set", o)]
+    if (run / "config.yaml").is_file():
+        call("train", "--resume", str(run), *settings)  # finished runs return at once
+    else:
+        call("train", preset, "--run-dir", str(run), *settings)
+    return run
+
+
+def study_row(run: Path) -> str:
+    from seq2seq.checkpoint import load_file
+    from seq2seq.plots import read_log
+
+    payload = load_file(run / "model.pt")
+    unique = {id(v): v.numel() for v in payload["state_dict"].values()}  # tied weights once
+    records = read_log(run)
+    train = [r for r in records if r.get("type") == "train"]
+    valid = [r for r in records if r.get("type") == "valid" and "bleu" in r and not r.get("timed")]
+    best = max(valid, key=lambda r: r["bleu"]) if valid else None
+    test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
+    model = payload["config"]["model"]
+    shape = f"{model['layers']}x{'bi' if model['bidirectional'] else 'uni'}"
+    speed = f"{train[-1]['tokens_per_s']:,}" if train else "-"
+    dev = f"{best['bleu']} at {best['train_minutes']} min" if best else "-"
+    return (
+        f"| {run.name} | {model['cell']} | {model['encoder']} {shape} | {model['decoder']} | "
+        f"{sum(unique.values()):,} | {speed} | {dev} | {test['bleu']} |"
+    )
+
+
+def bench_study(args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.figures.mkdir(parents=True, exist_ok=True)
+    print(f"study: preset {args.preset}, {args.budget} training minutes a run, {args.set}")
+    runs = {name: study_run(args, name) for name in STUDY}
+    rows = [
+        "| run | cell | encoder | decoder | parameters | target tokens/s | best dev BLEU (greedy) "
+        "| test BLEU beam 5 |",
+        "|---|---|---|---|---|---|---|---|",
+        *(study_row(run) for run in runs.values()),
+    ]
+    table = "\n".join(rows)
+    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    call("plot", *(str(run) for run in runs.values()), "-o", str(args.figures / "study-curves.png"))
+    models = [x for name in BY_LENGTH for x in ("-m", str(runs[name] / "model.pt"))]
+    plot = str(args.figures / "study-by-length.png")
+    print(call("evaluate", *models, "--beam", "5", "--by-length", "--plot", plot))
+
+
 # ------------------------------------------------------------------ phrases
 
 
@@ -543,6 +637,13 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64])
     p.add_argument("--requests", type=int, default=200, help="requests per client count")
     p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
+    p = sub.add_parser("study")
+    p.add_argument("--preset", default="multi30k-de-en-attention", help="its -context twin too")
+    p.add_argument("--budget", type=float, default=12, help="training minutes a run")
+    p.add_argument("--max-steps", type=int, default=0, help="also stop at this step (tests)")
+    p.add_argument("--set", nargs="*", default=[], help="overrides for every run")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "study")
+    p.add_argument("--figures", type=Path, default=ROOT / "docs")
     p = sub.add_parser("phrases")
     p.add_argument("--model", default=str(ROOT / "runs" / "tatoeba-fr-en-attention" / "model.pt"))
     p.add_argument(
@@ -561,6 +662,7 @@ def main() -> None:
         "translate": bench_translate,
         "phrases": bench_phrases,
         "serve": bench_serve,
+        "study": bench_study,
     }[args.part](args)
 
 
