@@ -18,6 +18,18 @@ def last_checkpoint(run_dir):
     return load_file(sorted((run_dir / "checkpoints").glob("step*.pt"))[-1], "checkpoint")
 
 
+def crash_after_step(monkeypatch, step: int) -> None:
+    """Make training raise, as a power cut would, right after `step`."""
+    original = Trainer._after_step
+
+    def crash(self, loss):
+        original(self, loss)
+        if self.progress.step == step:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(Trainer, "_after_step", crash)
+
+
 def assert_same_parameters(a, b):
     assert a.keys() == b.keys()
     for key in a:
@@ -50,14 +62,7 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     config = load_config("tiny", overrides)
     Trainer.build(config, tmp_path / "straight").run()
 
-    original = Trainer._after_step
-
-    def crash_at_13(self, loss):
-        original(self, loss)
-        if self.progress.step == 13:
-            raise RuntimeError("power cut")
-
-    monkeypatch.setattr(Trainer, "_after_step", crash_at_13)
+    crash_after_step(monkeypatch, 13)
     with pytest.raises(RuntimeError, match="power cut"):
         Trainer.build(config, tmp_path / "crashed").run()
     monkeypatch.undo()
@@ -274,14 +279,7 @@ def test_resume_cleans_up_after_a_kill(tiny_config, tmp_path, monkeypatch):
     config = tiny(
         tiny_config, "train.max_steps=24", "train.checkpoint_every=5", "train.valid_every=3"
     )
-    original = Trainer._after_step
-
-    def crash_at_13(self, loss):
-        original(self, loss)
-        if self.progress.step == 13:
-            raise RuntimeError("power cut")
-
-    monkeypatch.setattr(Trainer, "_after_step", crash_at_13)
+    crash_after_step(monkeypatch, 13)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError):
         Trainer.build(config, run).run()
