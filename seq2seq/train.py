@@ -381,6 +381,7 @@ class Trainer:
             "step": progress.step,
             "epoch": progress.epoch,
             "train_minutes": round(progress.train_seconds / 60, 2),
+            "rss_mib": resident_mib(),
         }
         if timed:
             if self.rank == 0 and self.corpus.dev:
@@ -533,6 +534,17 @@ class Trainer:
     def _on_signal(self, signum: int, frame) -> None:
         log.warning("signal %d: saving a checkpoint after this step", signum)
         self.stop_signal = signum
+
+
+def resident_mib() -> int | None:
+    """This process's resident memory in MiB (Linux), to watch a run's memory per validation."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
 
 
 def with_languages(config: Config, stats: dict) -> Config:
