@@ -7,6 +7,7 @@
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
     python scripts/benchmark.py study     [--budget 12] [--preset P] [--set K=V ...]
+    python scripts/benchmark.py time-to-bleu [--minutes 12] [--preset P] [--set K=V ...]
 
 Every number is the median of several runs; the machine and the settings are
 printed first. Commands that run the `seq2seq` CLI run in a child process so
@@ -401,6 +402,29 @@ def bench_serve(args: argparse.Namespace) -> None:
             process.wait(timeout=60)
 
 
+def bench_time_to_bleu(args: argparse.Namespace) -> None:
+    """Train the preset for N minutes of training, then its test BLEU with beam 5."""
+    from seq2seq.config import load_config
+    from seq2seq.plots import read_log
+
+    ensure_prepared(load_config(args.preset, args.set))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        settings = [
+            x for o in [*args.set, f"train.max_minutes={args.minutes}"] for x in ("--set", o)
+        ]
+        call("train", args.preset, "--run-dir", str(run), *settings)
+        test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
+        records = read_log(run)
+    train = [r for r in records if r.get("type") == "train"]
+    valid = [r for r in records if r.get("type") == "valid" and "bleu" in r]
+    print(
+        f"preset {args.preset} {' '.join(args.set)}: {args.minutes} training minutes, "
+        f"{records[-1]['step']} steps, {train[-1]['tokens_per_s'] if train else '-'} target "
+        f"tokens/s; best dev BLEU {max(r['bleu'] for r in valid)}; test BLEU beam 5 {test['bleu']}"
+    )
+
+
 # ------------------------------------------------------------------ study
 
 # The gated-unit study: name -> (preset suffix, overrides). Same data, seed and budget.
@@ -637,6 +661,10 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64])
     p.add_argument("--requests", type=int, default=200, help="requests per client count")
     p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
+    p = sub.add_parser("time-to-bleu")
+    p.add_argument("--preset", default="multi30k-de-en-attention")
+    p.add_argument("--minutes", type=float, default=12, help="training minutes")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides")
     p = sub.add_parser("study")
     p.add_argument("--preset", default="multi30k-de-en-attention", help="its -context twin too")
     p.add_argument("--budget", type=float, default=12, help="training minutes a run")
@@ -663,6 +691,7 @@ def main() -> None:
         "phrases": bench_phrases,
         "serve": bench_serve,
         "study": bench_study,
+        "time-to-bleu": bench_time_to_bleu,
     }[args.part](args)
 
 
