@@ -1,10 +1,21 @@
-"""BLEU and chrF with sacreBLEU, reported with their signatures."""
+"""BLEU and chrF with sacreBLEU (with their signatures), by length, and on dev sets."""
 
 from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.data import DataError
+
+if TYPE_CHECKING:
+    from seq2seq.translate import Translator
+
+log = logging.getLogger(__name__)
 
 
 def score_corpus(hypotheses: list[str], references: list[str]) -> dict[str, float | str]:
@@ -68,3 +79,46 @@ def score_by_length(
             row.update(bleu=None, chrf=None)
         rows.append(row)
     return rows
+
+
+def dev_scores(
+    translator: Translator,
+    dev_sets: dict[str, tuple[list[str], list[str]]],
+    batch_tokens: int,
+    loss_precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict:
+    """Dev loss, perplexity, greedy BLEU and chrF: of the one set, or of each set
+    (under "sets") and their means, the mean BLEU being what picks the model.
+
+    Args:
+        translator: the model being trained, in eval mode.
+        dev_sets: name -> (sources, references).
+        batch_tokens: the token budget of the loss batches.
+        loss_precision: the context of the loss pass (training's autocast).
+    """
+    per_set = {
+        name: _set_scores(translator, src, ref, batch_tokens, loss_precision)
+        for name, (src, ref) in dev_sets.items()
+    }
+    if len(per_set) == 1:
+        return next(iter(per_set.values()))
+    log.info("dev BLEU by set: %s", ", ".join(f"{n} {m['bleu']:.2f}" for n, m in per_set.items()))
+    mean = {
+        key: round(sum(m[key] for m in per_set.values()) / len(per_set), 4 if key == "loss" else 2)
+        for key in ("loss", "ppl", "bleu", "chrf")
+    }
+    return {**mean, "sets": per_set}
+
+
+def _set_scores(translator, src, ref, batch_tokens, loss_precision) -> dict:
+    src_ids, tgt_ids = translator.encode_sources(src), translator.tgt.encode(ref)
+    with loss_precision():
+        loss = -sum(translator.score_ids(src_ids, tgt_ids, batch_tokens))
+    loss /= sum(len(t) + 1 for t in tgt_ids)  # per target token, EOS included
+    scores = score_corpus([t.texts[0] for t in translator.translate(src, beam=1)], ref)
+    return {
+        "loss": round(loss, 4),
+        "ppl": round(math.exp(loss), 2),
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+    }

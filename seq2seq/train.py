@@ -27,7 +27,7 @@ from tqdm import tqdm
 from seq2seq.checkpoint import CheckpointError, load_file, model_payload, save_file
 from seq2seq.config import Config, ConfigError, TrainConfig, check_device, config_to_dict
 from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
-from seq2seq.evaluate import score_corpus
+from seq2seq.evaluate import dev_scores
 from seq2seq.model import Seq2Seq, build_model, sequence_loss
 from seq2seq.prepare import load_tokenizers, read_stats
 from seq2seq.runs import RunFolder, check_resumable, rng_state, set_rng_state
@@ -428,43 +428,21 @@ class Trainer:
         self._log(record)
         return record
 
-    def _dev_record(self) -> dict:
-        """Metrics of the one dev set, or of each set and their mean (which picks the model)."""
-        per_set = {name: self._dev_metrics(*texts) for name, texts in self.corpus.dev.items()}
-        if len(per_set) == 1:
-            return next(iter(per_set.values()))
-        mean = {
-            key: round(
-                sum(m[key] for m in per_set.values()) / len(per_set), 4 if key == "loss" else 2
-            )
-            for key in ("loss", "ppl", "bleu", "chrf")
-        }
-        log.info(
-            "dev BLEU by set: %s",
-            ", ".join(f"{name} {metrics['bleu']:.2f}" for name, metrics in per_set.items()),
-        )
-        return {**mean, "sets": per_set}
-
     @torch.no_grad()
-    def _dev_metrics(self, dev_src: list[str], dev_ref: list[str]) -> dict:
+    def _dev_record(self) -> dict:
+        """Dev scores of the current parameters (evaluate.dev_scores)."""
         self.model.eval()
         translator = Translator(
             self.model, self.src_tok, self.tgt_tok, self.config, str(self.device)
         )
-        src_ids = translator.encode_sources(dev_src)
-        tgt_ids = self.tgt_tok.encode(dev_ref)
-        with autocast(self.train_cfg, self.device):
-            log_probs = translator.score_ids(src_ids, tgt_ids, self.train_cfg.batch_tokens)
-        loss_sum, tokens = -sum(log_probs), sum(len(t) + 1 for t in tgt_ids)
-        hypotheses = [t.texts[0] for t in translator.translate(dev_src, beam=1)]
-        bleu = score_corpus(hypotheses, dev_ref)
+        record = dev_scores(
+            translator,
+            self.corpus.dev,
+            self.train_cfg.batch_tokens,
+            lambda: autocast(self.train_cfg, self.device),
+        )
         self.model.train()
-        return {
-            "loss": round(loss_sum / tokens, 4),
-            "ppl": round(math.exp(loss_sum / tokens), 2),
-            "bleu": bleu["bleu"],
-            "chrf": bleu["chrf"],
-        }
+        return record
 
     # ------------------------------------------------------------ files
 
