@@ -4,7 +4,7 @@ The Python API::
 
     from seq2seq import Translator
 
-    translator = Translator.from_file("models/multi30k-de-en.pt")
+    translator = Translator.from_file("models/de-en.pt")
     translator.translate(["Ein Hund läuft."])  # one Translation per text
 """
 

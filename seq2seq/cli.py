@@ -21,7 +21,7 @@ from seq2seq.files import atomic_path
 
 log = logging.getLogger("seq2seq")
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "multi30k-de-en.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "de-en.pt"
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
