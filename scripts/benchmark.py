@@ -365,12 +365,14 @@ def bench_serve(args: argparse.Namespace) -> None:
         return requests
 
     print(
-        f"model {args.model}, beam from the model, requests of 1-5 test_2016 sentences, "
+        f"model {args.model} ({args.dtype}), beam from the model, requests of 1-5 test_2016 "
+        "sentences, "
         f"{args.requests} requests per client count, 2 server threads, clients on the same machine"
     )
     for batching in (True, False):
         port = 5400 + batching
-        process = start_server(args.model, port, *([] if batching else ["--no-batching"]))
+        options = ["--dtype", args.dtype, *([] if batching else ["--no-batching"])]
+        process = start_server(args.model, port, *options)
         try:
             load(port, make(20), 4)  # warm up
             for clients in args.clients:
@@ -661,6 +663,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64])
     p.add_argument("--requests", type=int, default=200, help="requests per client count")
     p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="the server's")
     p = sub.add_parser("time-to-bleu")
     p.add_argument("--preset", default="multi30k-de-en-attention")
     p.add_argument("--minutes", type=float, default=12, help="training minutes")
