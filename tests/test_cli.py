@@ -365,3 +365,11 @@ def test_plot_overlays_several_runs(tiny_model_file, tmp_path):
     assert main(["plot", run, run, "-o", str(tmp_path / "runs.png")]) == 0
     assert (tmp_path / "runs.png").stat().st_size > 1000
     assert main(["plot", run, run]) == 1
+
+
+def test_the_default_model_translates_what_people_type(capsys):
+    assert main(["translate", "Können wir gehen?", "Ich habe Hunger. Wo ist der Bahnhof?"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "Can we go?",
+        "I'm hungry. Where is the station?",
+    ]
