@@ -15,10 +15,10 @@ import re
 import socket
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 
@@ -54,6 +54,35 @@ def raw_lines(stream: IO[bytes], name: str | Path) -> Iterator[bytes]:
         yield from stream
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"{name}: truncated or corrupt gzip file ({error})") from None
+
+
+def parsed_lines(
+    stream: IO[bytes],
+    name: str | Path,
+    parse: Callable[[str], Any],
+    skip_bad: bool,
+    counts: dict[str, int],
+) -> Iterator[tuple[int, Any, str]]:
+    """(line number, parse(line), line ending) of each line of a byte stream.
+
+    A line that is not UTF-8 or that `parse` refuses (a `DataError`) stops
+    everything with file:line, or, with `skip_bad`, is dropped and counted in
+    `counts["skipped"]`.
+    """
+    for number, raw in enumerate(raw_lines(stream, name), 1):
+        body = raw.rstrip(b"\r\n")
+        ending = raw[len(body) :].decode("ascii")
+        try:
+            parsed = parse(body.decode("utf-8"))
+        except (UnicodeDecodeError, DataError) as error:
+            reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
+            if not skip_bad:
+                raise DataError(
+                    f"{name}:{number}: {reason} (use --skip-bad to drop such lines)"
+                ) from None
+            counts["skipped"] += 1
+            continue
+        yield number, parsed, ending
 
 
 def read_lines(path: str | Path) -> Iterator[str]:

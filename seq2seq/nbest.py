@@ -18,7 +18,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from seq2seq.data import MOSES_SEPARATOR, DataError, clean, raw_lines, split_moses_line
+from seq2seq.data import MOSES_SEPARATOR, DataError, clean, parsed_lines, split_moses_line
 from seq2seq.translate import Translator
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,12 @@ def rescore_nbest(
     counts = {"lines": 0, "skipped": 0}
     source = _SourceCursor(sources)
     chunk: list[tuple[list[str], str, str]] = []  # fields, ending, source text
-    for number, raw in enumerate(tqdm(raw_lines(nbest, name), unit=" lines", disable=None), 1):
-        body = raw.rstrip(b"\r\n")
-        ending = raw[len(body) :].decode("ascii")
+    lines = parsed_lines(nbest, name, parse_nbest_line, settings.skip_bad, counts)
+    for number, (sentence, fields), ending in tqdm(lines, unit=" lines", disable=None):
         try:
-            sentence, fields = parse_nbest_line(body.decode("utf-8"))
             text = source.line(sentence)
-        except (UnicodeDecodeError, DataError) as error:
-            reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
-            if not settings.skip_bad or "sorted" in reason or "source" in reason:
-                raise DataError(f"{name}:{number}: {reason}") from None
-            counts["skipped"] += 1
-            continue
+        except DataError as error:  # the list and the sources disagree: never skipped
+            raise DataError(f"{name}:{number}: {error}") from None
         chunk.append((fields, ending, text))
         if len(chunk) == settings.chunk_lines:
             _write_rescored(translator, chunk, settings, sink, counts)

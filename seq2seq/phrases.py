@@ -36,7 +36,7 @@ from seq2seq.data import (
     DataError,
     collate_sources,
     open_text,
-    raw_lines,
+    parsed_lines,
     split_moses_line,
 )
 from seq2seq.files import atomic_path
@@ -50,7 +50,7 @@ CHUNK_LINES = 20_000
 BATCH_TOKENS = 1_500  # source + target tokens per batch; larger batches ran slower (cache)
 
 
-class PhraseLineError(ValueError):
+class PhraseLineError(DataError):
     """A phrase-table line that cannot be scored."""
 
 
@@ -204,21 +204,15 @@ def _chunks(
     source: IO[bytes], name: str | Path, options: ScoreOptions, counts: dict[str, int]
 ) -> Iterator[list[tuple[list[str], str]]]:
     """Lists of (fields, line ending), `chunk_lines` at a time; bad lines raise or skip."""
-    chunk, scores = [], options.scores
-    for number, raw in enumerate(raw_lines(source, name), 1):
-        body = raw.rstrip(b"\r\n")
-        ending = raw[len(body) :].decode("ascii")
-        try:
-            fields = parse_line(body.decode("utf-8"), scores)
-            scores = len(fields[2].split())
-        except (UnicodeDecodeError, PhraseLineError) as error:
-            reason = "not valid UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
-            if not options.skip_bad:
-                raise DataError(
-                    f"{name}:{number}: {reason} (use --skip-bad to drop such lines)"
-                ) from None
-            counts["skipped"] += 1
-            continue
+    expected = [options.scores]  # scores per line: the ini's, else the first good line's
+
+    def parse(text: str) -> list[str]:
+        fields = parse_line(text, expected[0])
+        expected[0] = len(fields[2].split())
+        return fields
+
+    chunk = []
+    for _, fields, ending in parsed_lines(source, name, parse, options.skip_bad, counts):
         chunk.append((fields, ending))
         if len(chunk) == options.chunk_lines:
             yield chunk
