@@ -18,6 +18,14 @@ def last_checkpoint(run_dir):
     return load_file(sorted((run_dir / "checkpoints").glob("step*.pt"))[-1], "checkpoint")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def crash_after_step(monkeypatch, step: int) -> None:
     """Make training raise, as a power cut would, right after `step`."""
     original = Trainer._after_step
@@ -171,7 +179,7 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29517",
+            f"--master_port={free_port()}",
             "-m",
             "seq2seq",
             "train",
