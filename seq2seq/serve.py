@@ -189,6 +189,11 @@ def create_app(translator: Translator, name: str, options: ServeOptions | None =
         # the framework's own errors (404, 405) in the same shape
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        # a bug in search answers this request in the API's shape; the server goes on
+        return JSONResponse({"error": f"internal error: {error}"}, status_code=500)
+
     @app.post("/translate")
     async def translate(request: Request) -> JSONResponse:
         """Translate `q` (a string or a list of strings), LibreTranslate's request and answer."""

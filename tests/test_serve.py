@@ -249,3 +249,29 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         assert (tmp_path / "page.png").stat().st_size > 1000
     finally:
         browser.quit()
+
+
+def test_an_unexpected_search_error_is_a_json_500_and_the_server_goes_on():
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from seq2seq.serve import create_app
+
+    class Broken:
+        config = SimpleNamespace(
+            data=SimpleNamespace(src="de", tgt="en"), search=SimpleNamespace(beam=5)
+        )
+        calls = 0
+
+        def translate_lines(self, texts, beam, nbest, batch_tokens):
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise RuntimeError("a bug")
+            return [SimpleNamespace(texts=[t.upper()]) for t in texts]
+
+    with TestClient(create_app(Broken(), "broken"), raise_server_exceptions=False) as client:
+        first = client.post("/translate", json={"q": "ein hund"})
+        second = client.post("/translate", json={"q": "ein hund"})
+    assert first.status_code == 500 and first.json() == {"error": "internal error: a bug"}
+    assert second.status_code == 200 and second.json() == {"translatedText": "EIN HUND"}
