@@ -246,9 +246,9 @@ def _read_yaml(path: Path) -> Any:
     return raw
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the full config (defaults included) as YAML."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+def save_config(config: Config, path: str | Path, header: str = "") -> None:
+    """Write the full config (defaults included) as YAML, after `header` (comment lines)."""
+    text = header + yaml.safe_dump(config_to_dict(config), sort_keys=False)
     Path(path).write_text(text, encoding="utf-8")
 
 

@@ -24,6 +24,8 @@ from seq2seq.errors import Seq2SeqError
 from seq2seq.files import atomic_path, remove_stale_temporaries
 
 RUN_FILES = {"config.yaml", "log.jsonl", "checkpoints", "model.pt", "curves.png"}
+# The first line of a run's config.yaml: a config.yaml without it is the user's.
+CONFIG_HEADER = "# seq2seq train: this run's full config, defaults included\n"
 
 # Settings a resumed run cannot change: the weights, the data order and the
 # optimiser state in the checkpoint were made with them.
@@ -55,6 +57,9 @@ class RunFolder:
                 f"{self.path} holds a run already: --resume {self.path} or another --run-dir"
             )
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES)
+        config = self.path / "config.yaml"
+        if config.is_file() and not config.read_text(errors="replace").startswith(CONFIG_HEADER):
+            foreign.insert(0, config.name)
         if foreign:
             raise RunFolderError(
                 f"{self.path}: holds files that are not a run's ({foreign[0]}, ...); "
@@ -66,7 +71,7 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
         remove_stale_temporaries(self.checkpoint_dir)
-        save_config(config, self.path / "config.yaml")
+        save_config(config, self.path / "config.yaml", header=CONFIG_HEADER)
 
     def checkpoints(self) -> list[Path]:
         """The checkpoint files, oldest first."""

@@ -21,6 +21,17 @@ def test_a_new_run_needs_a_folder_without_a_run_or_user_files(tmp_path):
         RunFolder(tmp_path / "mine").check_new()
 
 
+def test_a_users_config_yaml_is_not_a_killed_runs(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("preset: attention\n")
+    with pytest.raises(RunFolderError, match="config.yaml"):
+        RunFolder(tmp_path / "mine").check_new()
+    killed = RunFolder(tmp_path / "killed")  # killed before its first checkpoint
+    killed.start(load_config("tiny"))
+    killed.check_new()
+    assert load_config(killed.path / "config.yaml") == load_config("tiny")
+
+
 def test_checkpoints_keep_the_last_k(tmp_path):
     run = RunFolder(tmp_path)
     for step in (1, 2, 3):
