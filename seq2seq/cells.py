@@ -37,12 +37,12 @@ def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     Returns:
         The new state [B, n].
     """
-    i_r, i_z, i_n = input_gates.chunk(3, dim=-1)
-    g_r, g_z, g_n = hidden_gates.chunk(3, dim=-1)
-    reset = torch.sigmoid(i_r + g_r)
-    update = torch.sigmoid(i_z + g_z)
-    candidate = torch.tanh(i_n + reset * g_n)
-    return update * hidden + (1 - update) * candidate
+    n = hidden.shape[-1]
+    # both gates in one add and one sigmoid; lerp is h̃ + z ⊙ (h - h̃) in one kernel
+    reset, update = torch.sigmoid(input_gates[:, : 2 * n] + hidden_gates[:, : 2 * n]).chunk(2, -1)
+    candidate = torch.tanh(input_gates[:, 2 * n :] + reset * hidden_gates[:, 2 * n :])
+    dtype = torch.promote_types(candidate.dtype, hidden.dtype)  # lerp does not promote
+    return torch.lerp(candidate.to(dtype), hidden.to(dtype), update.to(dtype))
 
 
 class GatedCell(nn.Module):

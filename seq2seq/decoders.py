@@ -51,6 +51,25 @@ class DecoderState:
         )
 
 
+ROW_BLOCK = 128
+
+
+def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
+    """layer(x) for x [..., m] with many rows (whole sentences at once).
+
+    Under CPU autocast oneDNN caches a matrix-product primitive, with its
+    own scratch memory, per shape; every batch brings new row counts, so a
+    bf16 run's memory grew for minutes. Rows are padded to a multiple of
+    ROW_BLOCK: a few shapes, reused, for a few zero rows.
+    """
+    if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
+        return layer(x)
+    flat = x.flatten(0, -2)
+    rows = flat.shape[0]
+    out = layer(nn.functional.pad(flat, (0, 0, 0, -rows % ROW_BLOCK)))
+    return out[:rows].unflatten(0, x.shape[:-1])
+
+
 def maxout(x: Tensor) -> Tensor:
     """Max over pairs of neighbouring units: [..., 2L] -> [..., L]."""
     return x.unflatten(-1, (-1, 2)).max(dim=-1).values
@@ -108,12 +127,14 @@ class ContextDecoder(nn.Module):
         recurrence loops.
         """
         hidden, states = state.hidden, []
-        for input_gates in self.input(embedded).unbind(1):  # unbind: see cells.run_cell
+        for input_gates in linear_rows(self.input, embedded).unbind(1):  # see cells.run_cell
             hidden = gru_step(input_gates, self.recurrent(hidden) + state.context_gates, hidden)
             states.append(hidden)
         hiddens = torch.stack(states, dim=1)  # [B, T, H]
         features = (
-            self.out_hidden(hiddens) + self.out_embedded(embedded) + state.context_out[:, None]
+            linear_rows(self.out_hidden, hiddens)
+            + linear_rows(self.out_embedded, embedded)
+            + state.context_out[:, None]
         )
         return self.dropout(maxout(features))
 
@@ -157,7 +178,7 @@ class AttentionDecoder(nn.Module):
             hidden=torch.tanh(self.init_hidden(encoded.summary)),
             context=encoded.states.new_zeros(encoded.states.shape[0], encoded.states.shape[2]),
             memory=encoded.states,
-            keys=self.key(encoded.states),
+            keys=linear_rows(self.key, encoded.states),
             mask=encoded.mask,
         )
 
@@ -184,7 +205,11 @@ class AttentionDecoder(nn.Module):
         )
 
     def _output(self, hidden: Tensor, embedded: Tensor, context: Tensor) -> Tensor:
-        features = self.out_hidden(hidden) + self.out_embedded(embedded) + self.out_context(context)
+        features = (
+            linear_rows(self.out_hidden, hidden)
+            + linear_rows(self.out_embedded, embedded)
+            + linear_rows(self.out_context, context)
+        )
         return self.dropout(maxout(features))
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
@@ -199,7 +224,7 @@ class AttentionDecoder(nn.Module):
         projections run once over all steps (larger, faster matrix products).
         """
         hiddens, contexts = [], []
-        for input_gates in self.input(embedded).unbind(1):  # unbind: see cells.run_cell
+        for input_gates in linear_rows(self.input, embedded).unbind(1):  # see cells.run_cell
             state = self._advance(input_gates, state)
             hiddens.append(state.hidden)
             contexts.append(state.context)

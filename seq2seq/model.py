@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from seq2seq.config import ModelConfig
 from seq2seq.data import Batch
-from seq2seq.decoders import AttentionDecoder, ContextDecoder, DecoderState
+from seq2seq.decoders import AttentionDecoder, ContextDecoder, DecoderState, linear_rows
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
@@ -63,7 +63,7 @@ class Seq2Seq(nn.Module):
         encoded = self.encode(batch.src_ids, batch.src_lengths)
         embedded = self.embedding_dropout(self.tgt_embedding(batch.tgt_in))  # [B, T, E]
         features = self.decoder(embedded, self.init_state(encoded))  # [B, T, L]
-        return self.output(features)
+        return linear_rows(self.output, features)
 
     def score(self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
         """Forced decoding: log p(tgt | src).

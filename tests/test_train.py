@@ -311,8 +311,9 @@ def test_a_run_killed_before_its_first_checkpoint_can_go_on(tiny_config, tmp_pat
     (run / "checkpoints").mkdir(parents=True)
     config = tiny(tiny_config, "train.max_steps=3")
     from seq2seq.config import save_config
+    from seq2seq.runs import CONFIG_HEADER
 
-    save_config(config, run / "config.yaml")
+    save_config(config, run / "config.yaml", header=CONFIG_HEADER)
     (run / "log.jsonl").write_text('{"type": "train", "step": 50, "loss": 1}\n')
     (run / "checkpoints" / ".step00000010.pt.tmp1").write_bytes(b"half")
     assert main(["train", "--resume", str(run)]) == 0
@@ -320,7 +321,7 @@ def test_a_run_killed_before_its_first_checkpoint_can_go_on(tiny_config, tmp_pat
     assert '"step": 50' not in (run / "log.jsonl").read_text()
     other = tmp_path / "other"
     (other / "checkpoints").mkdir(parents=True)
-    save_config(config, other / "config.yaml")
+    save_config(config, other / "config.yaml", header=CONFIG_HEADER)
     argv = ["train", "tiny", "--run-dir", str(other), "--set", f"data.dir={config.data.dir}"]
     assert main([*argv, "--set", "train.max_steps=2"]) == 0
 
