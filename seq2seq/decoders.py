@@ -204,11 +204,14 @@ class AttentionDecoder(nn.Module):
             attention=weights,
         )
 
-    def _output(self, hidden: Tensor, embedded: Tensor, context: Tensor) -> Tensor:
+    def _output(
+        self, hidden: Tensor, embedded: Tensor, context: Tensor, project=nn.Module.__call__
+    ):
+        """s_i; `project(layer, x)` is linear_rows for whole sentences, a plain call per step."""
         features = (
-            linear_rows(self.out_hidden, hidden)
-            + linear_rows(self.out_embedded, embedded)
-            + linear_rows(self.out_context, context)
+            project(self.out_hidden, hidden)
+            + project(self.out_embedded, embedded)
+            + project(self.out_context, context)
         )
         return self.dropout(maxout(features))
 
@@ -228,4 +231,5 @@ class AttentionDecoder(nn.Module):
             state = self._advance(input_gates, state)
             hiddens.append(state.hidden)
             contexts.append(state.context)
-        return self._output(torch.stack(hiddens, dim=1), embedded, torch.stack(contexts, dim=1))
+        hiddens, contexts = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)
+        return self._output(hiddens, embedded, contexts, project=linear_rows)

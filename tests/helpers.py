@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -12,6 +13,14 @@ from seq2seq.config import ModelConfig
 from seq2seq.model import build_model
 
 SHARED_DATA = Path(os.environ.get("SEQ2SEQ_DATA", Path(__file__).parents[2] / "shared" / "data"))
+
+
+def free_port() -> int:
+    """A loopback port free right now (for servers and torchrun in tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 WORDS_DE = "ein der die das mann frau hund katze läuft spielt sitzt im park auf dem gras".split()  # noqa: SIM905, E501
 WORDS_EN = "a the the the man woman dog cat runs plays sits in-the park on the grass".split()  # noqa: SIM905, E501

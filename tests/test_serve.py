@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -26,12 +26,6 @@ SENTENCES = [
     "Eine Frau singt auf einer Bühne.",
     "Ein Mann fährt mit dem Fahrrad.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 from seq2seq.checkpoint import load_file
 from seq2seq.config import ConfigError, load_config
@@ -16,14 +17,6 @@ from seq2seq.train import Trainer
 
 def last_checkpoint(run_dir):
     return load_file(sorted((run_dir / "checkpoints").glob("step*.pt"))[-1], "checkpoint")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def crash_after_step(monkeypatch, step: int) -> None:
