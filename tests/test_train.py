@@ -153,6 +153,24 @@ def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
     assert "square_avg" in checkpoint["optimizer"]["state"][0]  # Adadelta's own state
 
 
+def run_ok(command: list[str], env: dict[str, str]) -> None:
+    """Run a child process; on failure the test shows what it printed."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-4000:]}"
+
+
+def torchrun(arguments: list[str], env: dict[str, str]) -> None:
+    """Two processes under torchrun. Another process may take the free port
+    between our check and torchrun's bind (it happened in CI): then a new port."""
+    for _ in range(3):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        command += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", *arguments]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if "EADDRINUSE" not in done.stderr:
+            break
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-4000:]}"
+
+
 @pytest.mark.slow
 def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
     common = [
@@ -166,13 +184,8 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
         "data.valid=none",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
+    torchrun(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
             "-m",
             "seq2seq",
             "train",
@@ -181,12 +194,9 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
             str(tmp_path / "ddp"),
             *common,
         ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=600,
+        env,
     )
-    subprocess.run(
+    run_ok(
         [
             sys.executable,
             "-m",
@@ -199,10 +209,7 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
             "--set",
             "train.accumulate=2",
         ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=600,
+        env,
     )
     ddp, one = last_checkpoint(tmp_path / "ddp"), last_checkpoint(tmp_path / "one")
     for key, value in one["state_dict"].items():
