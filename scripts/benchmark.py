@@ -5,6 +5,7 @@
     python scripts/benchmark.py train     [--preset P] [--set K=V ...] [--steps 50] [--runs 3]
     python scripts/benchmark.py translate [--model M] [--runs 3]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
+    python scripts/benchmark.py ensemble  --model A --model B [...]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
     python scripts/benchmark.py study     [--budget 12] [--preset P] [--set K=V ...]
     python scripts/benchmark.py time-to-bleu [--minutes 12] [--preset P] [--set K=V ...]
@@ -273,6 +274,25 @@ def bench_translate(args: argparse.Namespace) -> None:
     print(f"  {scores['bleu_signature']}")
 
 
+def bench_ensemble(args: argparse.Namespace) -> None:
+    """Each model alone, then all of them as one ensemble, on the same sentences."""
+    from seq2seq.data import read_lines
+    from seq2seq.evaluate import score_corpus
+    from seq2seq.translate import Translator
+
+    torch.set_num_threads(args.threads)
+    src, ref = list(read_lines(args.src)), list(read_lines(args.ref))
+    print(f"{len(src)} sentences of {args.src}, {args.threads} threads, {args.dtype}, one run each")
+    variants = [(model, [model]) for model in args.model] + [("ensemble", args.model)]
+    for name, paths in variants:
+        translator = Translator.from_files(paths, dtype=args.dtype)
+        for beam in (1, 5):
+            started = time.perf_counter()
+            hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
+            seconds = time.perf_counter() - started
+            print(f"  {name} beam {beam}: BLEU {score_corpus(hyps, ref)['bleu']}, {seconds:.1f} s")
+
+
 # ------------------------------------------------------------------ serve
 
 
@@ -445,6 +465,7 @@ STUDY = {
     "context-rnn": ("context", ["model.decoder=context"]),
     "context-grconv": ("context", ["model.decoder=context", "model.encoder=grconv"]),
 }
+EQUAL_STEP = 1200  # a validation step (every 400) that 12 minutes reach with every setting
 BY_LENGTH = ["context-rnn", "context-grconv", "gru_reset_after"]  # the attention decoder
 
 
@@ -489,6 +510,8 @@ def study_row(run: Path) -> str:
     train = [r for r in records if r.get("type") == "train"]
     valid = [r for r in records if r.get("type") == "valid" and "bleu" in r and not r.get("timed")]
     best = max(valid, key=lambda r: r["bleu"]) if valid else None
+    # machine speed varies between hours, so also compare at one step that every run reaches
+    at_step = next((r["bleu"] for r in valid if r["step"] == EQUAL_STEP), "-")
     test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
     model = payload["config"]["model"]
     shape = f"{model['layers']}x{'bi' if model['bidirectional'] else 'uni'}"
@@ -496,7 +519,7 @@ def study_row(run: Path) -> str:
     dev = f"{best['bleu']} at {best['train_minutes']} min" if best else "-"
     return (
         f"| {run.name} | {model['cell']} | {model['encoder']} {shape} | {model['decoder']} | "
-        f"{sum(unique.values()):,} | {speed} | {dev} | {test['bleu']} |"
+        f"{sum(unique.values()):,} | {speed} | {at_step} | {dev} | {test['bleu']} |"
     )
 
 
@@ -506,9 +529,9 @@ def bench_study(args: argparse.Namespace) -> None:
     print(f"study: preset {args.preset}, {args.budget} training minutes a run, {args.set}")
     runs = {name: study_run(args, name) for name in STUDY}
     rows = [
-        "| run | cell | encoder | decoder | parameters | target tokens/s | best dev BLEU (greedy) "
-        "| test BLEU beam 5 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | cell | encoder | decoder | parameters | target tokens/s "
+        f"| dev BLEU at step {EQUAL_STEP:,} | best dev BLEU (greedy) | test BLEU beam 5 |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(study_row(run) for run in runs.values()),
     ]
     table = "\n".join(rows)
@@ -657,6 +680,12 @@ def main() -> None:
     p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
+    p = sub.add_parser("ensemble")
+    p.add_argument("--model", action="append", required=True, help="repeat: two or more")
+    p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
+    p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p = sub.add_parser("serve")
     p.add_argument("--model", default=str(ROOT / "models" / "de-en.pt"))
     p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
@@ -691,6 +720,7 @@ def main() -> None:
         "cells": bench_cells,
         "train": bench_train,
         "translate": bench_translate,
+        "ensemble": bench_ensemble,
         "phrases": bench_phrases,
         "serve": bench_serve,
         "study": bench_study,
