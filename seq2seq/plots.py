@@ -140,21 +140,21 @@ def plot_by_length(table: dict[str, list[dict]], output: str | Path) -> Path:
 def plot_runs(run_dirs: list[Path], output: str | Path) -> Path:
     """Dev BLEU of several runs on one figure, against training minutes and steps."""
     plt = _pyplot()
-    fig, (minutes_ax, steps_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run_dir in run_dirs:
+    fig, (minutes_ax, steps_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for index, run_dir in enumerate(run_dirs):
         valid = [r for r in read_log(Path(run_dir)) if r.get("type") == "valid" and "bleu" in r]
         if not valid:
             log.warning("%s: no dev scores yet", run_dir)
             continue
-        label = Path(run_dir).name
-        minutes_ax.plot(
-            [r["train_minutes"] for r in valid], [r["bleu"] for r in valid], ".-", label=label
-        )
-        steps_ax.plot([r["step"] for r in valid], [r["bleu"] for r in valid], ".-", label=label)
+        # the colour cycle has 10 colours: runs 11-20 get dashed lines, 21-30 dotted
+        style = {"label": Path(run_dir).name, "linestyle": ("-", "--", ":")[index // 10 % 3]}
+        bleu = [r["bleu"] for r in valid]
+        minutes_ax.plot([r["train_minutes"] for r in valid], bleu, ".", **style)
+        steps_ax.plot([r["step"] for r in valid], bleu, ".", **style)
     minutes_ax.set(xlabel="training minutes", ylabel="dev BLEU (greedy)")
     steps_ax.set(xlabel="step", ylabel="dev BLEU (greedy)")
-    minutes_ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*steps_ax.get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))  # room for the legend beside the axes
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return Path(output)
