@@ -237,6 +237,16 @@ def model_cost(config, batches: int = 8) -> tuple[int, float]:
 # ------------------------------------------------------------------ translate
 
 
+def timed_translation(translator, src: list[str], beam: int, runs: int) -> tuple[float, list[str]]:
+    """Median seconds of `runs` translations of `src`, and the best hypotheses."""
+    times, hyps = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), hyps
+
+
 def bench_translate(args: argparse.Namespace) -> None:
     from seq2seq.checkpoint import export_model
     from seq2seq.data import read_lines
@@ -260,12 +270,7 @@ def bench_translate(args: argparse.Namespace) -> None:
         ]
         for name, translator in variants:
             for beam in (1, 5):
-                times, hyps = [], []
-                for _ in range(args.runs):
-                    started = time.perf_counter()
-                    hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
-                    times.append(time.perf_counter() - started)
-                seconds = statistics.median(times)
+                seconds, hyps = timed_translation(translator, src, beam, args.runs)
                 scores = score_corpus(hyps, ref)
                 print(
                     f"  {name} beam {beam}: {seconds:.2f} s, {len(src) / seconds:.0f} sentences/s, "
@@ -287,9 +292,7 @@ def bench_ensemble(args: argparse.Namespace) -> None:
     for name, paths in variants:
         translator = Translator.from_files(paths, dtype=args.dtype)
         for beam in (1, 5):
-            started = time.perf_counter()
-            hyps = [t.texts[0] for t in translator.translate(src, beam=beam)]
-            seconds = time.perf_counter() - started
+            seconds, hyps = timed_translation(translator, src, beam, runs=1)
             print(f"  {name} beam {beam}: BLEU {score_corpus(hyps, ref)['bleu']}, {seconds:.1f} s")
 
 

@@ -206,7 +206,7 @@ class AttentionDecoder(nn.Module):
 
     def _output(
         self, hidden: Tensor, embedded: Tensor, context: Tensor, project=nn.Module.__call__
-    ):
+    ) -> Tensor:
         """s_i; `project(layer, x)` is linear_rows for whole sentences, a plain call per step."""
         features = (
             project(self.out_hidden, hidden)

@@ -153,22 +153,27 @@ def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
     assert "square_avg" in checkpoint["optimizer"]["state"][0]  # Adadelta's own state
 
 
-def run_ok(command: list[str], env: dict[str, str]) -> None:
-    """Run a child process; on failure the test shows what it printed."""
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+def run_child(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a child process with its output captured."""
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def assert_ok(done: subprocess.CompletedProcess) -> None:
+    """On failure the test shows what the child printed."""
     assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-4000:]}"
 
 
-def torchrun(arguments: list[str], env: dict[str, str]) -> None:
+def torchrun(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """Two processes under torchrun. Another process may take the free port
     between our check and torchrun's bind (it happened in CI): then a new port."""
     for _ in range(3):
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-        command += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", *arguments]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        done = run_child(
+            [*command, "--master_addr=127.0.0.1", f"--master_port={free_port()}", *arguments], env
+        )
         if "EADDRINUSE" not in done.stderr:
             break
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-4000:]}"
+    return done
 
 
 @pytest.mark.slow
@@ -184,33 +189,10 @@ def test_two_process_torchrun_step_equals_single_process(tiny_config, tmp_path):
         "data.valid=none",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun(
-        [
-            "-m",
-            "seq2seq",
-            "train",
-            "tiny",
-            "--run-dir",
-            str(tmp_path / "ddp"),
-            *common,
-        ],
-        env,
-    )
-    run_ok(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq",
-            "train",
-            "tiny",
-            "--run-dir",
-            str(tmp_path / "one"),
-            *common,
-            "--set",
-            "train.accumulate=2",
-        ],
-        env,
-    )
+    train = ["-m", "seq2seq", "train", "tiny", *common, "--run-dir"]
+    assert_ok(torchrun([*train, str(tmp_path / "ddp")], env))
+    single = [sys.executable, *train, str(tmp_path / "one"), "--set", "train.accumulate=2"]
+    assert_ok(run_child(single, env))
     ddp, one = last_checkpoint(tmp_path / "ddp"), last_checkpoint(tmp_path / "one")
     for key, value in one["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-5, atol=1e-6)
