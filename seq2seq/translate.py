@@ -65,7 +65,7 @@ class Translator:
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Translator:
-        """Load a model file (or training checkpoint); weights become float32.
+        """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16).
 
         An int8 file (`export --int8`) runs its Linear layers as dynamic int8.
         """
@@ -97,6 +97,10 @@ class Translator:
             with warnings.catch_warnings():  # torch.ao's notice that torchao is its successor
                 warnings.simplefilter("ignore")
                 model = quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        if dtype == "bf16":
+            # Under inference mode autocast casts every fp32 weight again at every call
+            # (a third of a beam-search step); weights stored in bf16 are cast once.
+            model = model.to(torch.bfloat16)
         return cls(model, src, tgt, config, device, dtype)
 
     @classmethod
