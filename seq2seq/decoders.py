@@ -8,7 +8,7 @@ model owns the output matrix (so it can be tied to the embeddings).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor, nn
@@ -19,36 +19,56 @@ from seq2seq.encoders import EncoderOutput
 
 @dataclass
 class DecoderState:
-    """Per-sentence decoder state; every tensor has the batch first.
+    """The decoder state of R hypotheses of B sentences (R = B x beams).
 
-    Attributes:
-        hidden: [B, H] the GRU state.
-        context: attention: the last context vector c_i, [B, D].
+    Per hypothesis, [R, ...], the beams of a sentence adjacent:
+        hidden: [R, H] the GRU state.
+        attention: attention: the last weights [R, S], for plots.
+
+    Per sentence, [B, ...], shared by its hypotheses, so that beam search
+    reorders hypotheses without copying them:
         context_gates: context decoder: C c, the summary's share of the gates, [B, 3H].
         context_out: context decoder: O_c c, its share of the output layer, [B, 2L].
-        memory: attention: encoder states [B, S, D].
-        keys: attention: U_a memory, [B, S, A], projected once per sentence.
+        keys: attention: U_a m, the encoder states projected once, [B, S, A].
+        values: attention: [C_a m; O_c m], [B, S, 3H + 2L]: c_i = Σ_j α_ij m_j is
+            linear, so a step mixes projected states instead of projecting c_i.
         mask: attention: [B, S] real source positions.
-        attention: attention: the last weights [B, S], for plots.
     """
 
     hidden: Tensor
-    context: Tensor | None = None
+    attention: Tensor | None = None
     context_gates: Tensor | None = None
     context_out: Tensor | None = None
-    memory: Tensor | None = None
     keys: Tensor | None = None
+    values: Tensor | None = None
     mask: Tensor | None = None
-    attention: Tensor | None = None
 
-    def select(self, index: Tensor) -> DecoderState:
-        """Rows `index` of every tensor (beam reordering and expansion)."""
-        return DecoderState(
-            **{
-                f.name: None if (v := getattr(self, f.name)) is None else v.index_select(0, index)
-                for f in fields(self)
-            }
-        )
+    PER_HYPOTHESIS = ("hidden", "attention")
+
+    def reorder(self, rows: Tensor) -> DecoderState:
+        """Hypotheses `rows`, each taken from its own sentence (beam expansion and steps)."""
+        return self._select(rows, None)
+
+    def keep(self, sentences: Tensor, beams: int) -> DecoderState:
+        """Only the sentences `sentences`, with their `beams` hypotheses each."""
+        rows = (sentences[:, None] * beams + torch.arange(beams, device=sentences.device)).flatten()
+        return self._select(rows, sentences)
+
+    def _select(self, rows: Tensor, sentences: Tensor | None) -> DecoderState:
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            index = rows if f.name in self.PER_HYPOTHESIS else sentences
+            picked[f.name] = (
+                value if value is None or index is None else value.index_select(0, index)
+            )
+        return DecoderState(**picked)
+
+
+def add_per_sentence(per_hypothesis: Tensor, per_sentence: Tensor) -> Tensor:
+    """[R, ...] + [B, ...] where R = B x beams, each sentence's beams adjacent."""
+    beams = per_hypothesis.size(0) // per_sentence.size(0)
+    return (per_hypothesis.unflatten(0, (-1, beams)) + per_sentence[:, None]).flatten(0, 1)
 
 
 ROW_BLOCK = 128
@@ -111,14 +131,12 @@ class ContextDecoder(nn.Module):
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """embedded [B, E] (previous target word) -> features [B, L], new state."""
-        hidden = gru_step(
-            self.input(embedded), self.recurrent(state.hidden) + state.context_gates, state.hidden
+        hidden_gates = add_per_sentence(self.recurrent(state.hidden), state.context_gates)
+        hidden = gru_step(self.input(embedded), hidden_gates, state.hidden)
+        features = add_per_sentence(
+            self.out_hidden(hidden) + self.out_embedded(embedded), state.context_out
         )
-        features = self.out_hidden(hidden) + self.out_embedded(embedded) + state.context_out
-        new_state = DecoderState(
-            hidden, context_gates=state.context_gates, context_out=state.context_out
-        )
-        return self.dropout(maxout(features)), new_state
+        return self.dropout(maxout(features)), replace(state, hidden=hidden)
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
         """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
@@ -147,6 +165,8 @@ class AttentionDecoder(nn.Module):
     c_i = Σ_j α_ij m_j
     h_i = GRU([e(y_{i-1}); c_i], h_{i-1})
     s_i = maxout(O_h h_i + O_y e(y_{i-1}) + O_c c_i)
+    c_i enters only through C_a c_i (the GRU's share) and O_c c_i, computed as
+    Σ_j α_ij (C_a m_j) and Σ_j α_ij (O_c m_j) from states projected once per sentence.
     """
 
     def __init__(
@@ -173,52 +193,50 @@ class AttentionDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def init_state(self, encoded: EncoderOutput) -> DecoderState:
-        """Initial state; attention keys are projected once per sentence."""
+        """Initial state; keys and values are projected once per sentence."""
+        memory = encoded.states
         return DecoderState(
             hidden=torch.tanh(self.init_hidden(encoded.summary)),
-            context=encoded.states.new_zeros(encoded.states.shape[0], encoded.states.shape[2]),
-            memory=encoded.states,
-            keys=linear_rows(self.key, encoded.states),
+            keys=linear_rows(self.key, memory),
+            values=torch.cat(
+                [linear_rows(self.input_context, memory), linear_rows(self.out_context, memory)],
+                dim=-1,
+            ),
             mask=encoded.mask,
         )
 
     def attend(self, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """Context c_i [B, D] and weights α_i [B, S] from h_{i-1}."""
-        energies = self.energy(torch.tanh(state.keys + self.query(state.hidden)[:, None]))
-        energies = energies.squeeze(-1).masked_fill(~state.mask, float("-inf"))
-        weights = torch.softmax(energies, dim=-1)  # [B, S]
-        return torch.bmm(weights[:, None], state.memory).squeeze(1), weights
+        """The context's projections [R, 3H + 2L] and weights α_i [R, S] from h_{i-1}."""
+        sentences, length, _ = state.keys.shape
+        query = self.query(state.hidden).unflatten(0, (sentences, -1))  # [B, beams, A]
+        energies = self.energy(torch.tanh(state.keys[:, None] + query[:, :, None])).squeeze(-1)
+        energies = energies.masked_fill(~state.mask[:, None], float("-inf"))
+        weights = torch.softmax(energies, dim=-1)  # [B, beams, S]
+        mixed = torch.bmm(weights, state.values)  # [B, beams, 3H + 2L]
+        return mixed.flatten(0, 1), weights.flatten(0, 1)
 
-    def _advance(self, input_gates: Tensor, state: DecoderState) -> DecoderState:
-        """Attend with h_{i-1}, then one GRU step: the new state holds h_i and c_i."""
-        context, weights = self.attend(state)
-        hidden = gru_step(
-            input_gates + self.input_context(context), self.recurrent(state.hidden), state.hidden
+    def _advance(self, input_gates: Tensor, state: DecoderState) -> tuple[DecoderState, Tensor]:
+        """Attend with h_{i-1}, then one GRU step: the state with h_i, and O_c c_i."""
+        mixed, weights = self.attend(state)
+        context_gates, context_out = mixed.split(
+            [input_gates.size(-1), mixed.size(-1) - input_gates.size(-1)], -1
         )
-        return DecoderState(
-            hidden,
-            context=context,
-            memory=state.memory,
-            keys=state.keys,
-            mask=state.mask,
-            attention=weights,
-        )
+        hidden = gru_step(input_gates + context_gates, self.recurrent(state.hidden), state.hidden)
+        return replace(state, hidden=hidden, attention=weights), context_out
 
     def _output(
-        self, hidden: Tensor, embedded: Tensor, context: Tensor, project=nn.Module.__call__
+        self, hidden: Tensor, embedded: Tensor, context_out: Tensor, project=nn.Module.__call__
     ) -> Tensor:
         """s_i; `project(layer, x)` is linear_rows for whole sentences, a plain call per step."""
         features = (
-            project(self.out_hidden, hidden)
-            + project(self.out_embedded, embedded)
-            + project(self.out_context, context)
+            project(self.out_hidden, hidden) + project(self.out_embedded, embedded) + context_out
         )
         return self.dropout(maxout(features))
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """embedded [B, E] (previous target word) -> features [B, L], new state."""
-        state = self._advance(self.input(embedded), state)
-        return self._output(state.hidden, embedded, state.context), state
+        """embedded [R, E] (previous target word) -> features [R, L], new state."""
+        state, context_out = self._advance(self.input(embedded), state)
+        return self._output(state.hidden, embedded, context_out), state
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
         """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
@@ -226,10 +244,10 @@ class AttentionDecoder(nn.Module):
         Only attention and the recurrence loop; the input and output
         projections run once over all steps (larger, faster matrix products).
         """
-        hiddens, contexts = [], []
+        hiddens, context_outs = [], []
         for input_gates in linear_rows(self.input, embedded).unbind(1):  # see cells.run_cell
-            state = self._advance(input_gates, state)
+            state, context_out = self._advance(input_gates, state)
             hiddens.append(state.hidden)
-            contexts.append(state.context)
-        hiddens, contexts = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)
-        return self._output(hiddens, embedded, contexts, project=linear_rows)
+            context_outs.append(context_out)
+        hiddens, context_outs = torch.stack(hiddens, dim=1), torch.stack(context_outs, dim=1)
+        return self._output(hiddens, embedded, context_outs, project=linear_rows)

@@ -56,7 +56,8 @@ class Seq2Seq(nn.Module):
         """prev_ids [B] -> log-probabilities [B, V] of the next word, new state."""
         embedded = self.embedding_dropout(self.tgt_embedding(prev_ids))
         features, state = self.decoder.step(embedded, state)
-        return torch.log_softmax(full_precision(self.output(features)), dim=-1), state
+        # in float32 (the range the sums need), converted inside the kernel: one pass over [B, V]
+        return torch.log_softmax(self.output(features), dim=-1, dtype=torch.float32), state
 
     def forward(self, batch: Batch) -> Tensor:
         """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
@@ -92,8 +93,11 @@ class EnsembleState:
     states: list[DecoderState]
     attention: Tensor | None = None  # an ensemble draws no attention
 
-    def select(self, index: Tensor) -> EnsembleState:
-        return EnsembleState([state.select(index) for state in self.states])
+    def reorder(self, rows: Tensor) -> EnsembleState:
+        return EnsembleState([state.reorder(rows) for state in self.states])
+
+    def keep(self, sentences: Tensor, beams: int) -> EnsembleState:
+        return EnsembleState([state.keep(sentences, beams) for state in self.states])
 
 
 class Ensemble(nn.Module):

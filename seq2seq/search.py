@@ -144,7 +144,7 @@ def beam_search(
     batch = src_ids.size(0)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
     state = model.init_state(model.encode(src_ids, src_lengths))
-    state = state.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    state = state.reorder(torch.arange(batch, device=device).repeat_interleave(beam))
     active = torch.arange(batch, device=device)  # sentence id of each active row group
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the first step expands one beam only
@@ -160,7 +160,8 @@ def beam_search(
             eos_only = torch.full_like(log_probs[0], float("-inf"))
             eos_only[:, EOS_ID] = 0.0
             log_probs[at_limit] = eos_only + log_probs[at_limit][..., EOS_ID : EOS_ID + 1]
-        top_scores, top_beam, top_word = _beam_step(scores[:, :, None] + log_probs, 2 * beam)
+        totals = log_probs.add_(scores[:, :, None])  # in place: [R, V] passes dominate a step
+        top_scores, top_beam, top_word = _beam_step(totals, 2 * beam)
         ended = (top_word == EOS_ID) & torch.isfinite(top_scores)
         ended[:, beam:] = False  # an EOS outside the top `beam` is not taken
         for row, col in ended.nonzero().tolist():
@@ -177,7 +178,7 @@ def beam_search(
         ).flatten()
         prev = top_word.gather(1, keep).flatten()
         history = torch.cat([history[rows], prev[:, None]], dim=1)
-        state = state.select(rows)
+        state = state.reorder(rows)
         done = torch.tensor([len(finished[int(s)]) >= beam for s in active], device=device)
         if done.all():
             break
@@ -185,7 +186,7 @@ def beam_search(
             left = (~done).nonzero().squeeze(1)
             active, scores = active[left], scores[left]
             rows = (left[:, None] * beam + torch.arange(beam, device=device)).flatten()
-            history, prev, state = history[rows], prev[rows], state.select(rows)
+            history, prev, state = history[rows], prev[rows], state.keep(left, beam)
     return [sorted(h, key=lambda x: -x.score)[:nbest] for h in finished]
 
 

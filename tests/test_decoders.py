@@ -47,7 +47,25 @@ def test_attention_weights_cover_real_positions_only():
     _, new = decoder.step(torch.randn(B, E), state)
     assert_close(new.attention.sum(-1), torch.ones(B))
     assert (new.attention[1, 2:] == 0).all()
-    assert_close(new.context, torch.einsum("bs,bsd->bd", new.attention, enc.states))
+
+
+def test_attention_mixes_projected_states_as_the_equation_projects_the_context(float64):
+    torch.manual_seed(2)
+    decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).double().eval()
+    enc = encoded()
+    enc = EncoderOutput(enc.states.double(), enc.mask, enc.summary.double())
+    state = decoder.init_state(enc)
+    e = torch.randn(B, E, dtype=torch.float64)
+    features, new = decoder.step(e, state)
+    # Bahdanau et al.: c_i = Σ_j α_ij m_j enters the GRU (C_a c_i) and the output (O_c c_i)
+    context = torch.einsum("bs,bsd->bd", new.attention, enc.states)
+    i_r, i_z, i_n = (decoder.input(e) + decoder.input_context(context)).chunk(3, -1)
+    h_r, h_z, h_n = decoder.recurrent(state.hidden).chunk(3, -1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    expected_h = z * state.hidden + (1 - z) * torch.tanh(i_n + r * h_n)
+    assert_close(new.hidden, expected_h)
+    s = decoder.out_hidden(expected_h) + decoder.out_embedded(e) + decoder.out_context(context)
+    assert_close(features, maxout(s))
 
 
 @pytest.mark.parametrize("decoder_class", [ContextDecoder, AttentionDecoder])
@@ -68,9 +86,25 @@ def test_teacher_forcing_equals_stepping(decoder_class):
     assert_close(forced, torch.stack(steps, 1))
 
 
-def test_select_reorders_every_tensor_and_keeps_none():
-    state = DecoderState(hidden=torch.arange(3.0)[:, None], context=torch.arange(3.0)[:, None])
-    picked = state.select(torch.tensor([2, 2, 0]))
-    assert picked.hidden.squeeze(1).tolist() == [2.0, 2.0, 0.0]
-    assert picked.context.squeeze(1).tolist() == [2.0, 2.0, 0.0]
-    assert picked.memory is None and picked.context_gates is None
+def test_reorder_moves_hypotheses_and_keep_drops_sentences():
+    # two sentences with two beams each; keys are per sentence, hidden per hypothesis
+    state = DecoderState(hidden=torch.arange(4.0)[:, None], keys=torch.tensor([[[10.0]], [[20.0]]]))
+    picked = state.reorder(torch.tensor([1, 1, 3, 2]))
+    assert picked.hidden.squeeze(1).tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert picked.keys is state.keys and picked.mask is None  # shared by a sentence's beams
+    kept = picked.keep(torch.tensor([1]), beams=2)
+    assert kept.hidden.squeeze(1).tolist() == [3.0, 2.0]
+    assert kept.keys.flatten().tolist() == [20.0]
+
+
+def test_beams_of_a_sentence_share_its_attention_memory():
+    torch.manual_seed(4)
+    decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).eval()
+    state = decoder.init_state(encoded())
+    e = torch.randn(B, E)
+    with torch.no_grad():
+        alone, _ = decoder.step(e, state)
+        beams, _ = decoder.step(
+            e.repeat_interleave(3, 0), state.reorder(torch.arange(B).repeat_interleave(3))
+        )
+    assert_close(beams, alone.repeat_interleave(3, 0))

@@ -28,9 +28,7 @@ class ScriptedModel(torch.nn.Module):
         return src_ids
 
     def init_state(self, encoded):
-        return DecoderState(
-            hidden=torch.zeros(encoded.size(0), 1), context=torch.zeros(encoded.size(0), 1)
-        )
+        return DecoderState(hidden=torch.zeros(encoded.size(0), 1))
 
     def decode_step(self, prev_ids, state):
         log_probs = torch.full((len(prev_ids), 6), -1e9)
