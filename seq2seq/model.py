@@ -56,8 +56,10 @@ class Seq2Seq(nn.Module):
         """prev_ids [B] -> log-probabilities [B, V] of the next word, new state."""
         embedded = self.embedding_dropout(self.tgt_embedding(prev_ids))
         features, state = self.decoder.step(embedded, state)
-        # in float32 (the range the sums need), converted inside the kernel: one pass over [B, V]
-        return torch.log_softmax(self.output(features), dim=-1, dtype=torch.float32), state
+        logits = self.output(features)
+        # 16-bit logits convert to float32 inside the kernel: one pass over [B, V]
+        wide = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None
+        return torch.log_softmax(logits, dim=-1, dtype=wide), state
 
     def forward(self, batch: Batch) -> Tensor:
         """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
