@@ -13,14 +13,15 @@ from torch import Tensor, nn
 
 from seq2seq.config import ModelConfig
 from seq2seq.data import Batch
-from seq2seq.decoders import AttentionDecoder, ContextDecoder, DecoderState, linear_rows
+from seq2seq.decoders import (
+    AttentionDecoder,
+    ContextDecoder,
+    DecoderState,
+    full_precision,
+    linear_rows,
+)
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.tokenizer import BOS_ID, PAD_ID
-
-
-def full_precision(x: Tensor) -> Tensor:
-    """float32 for 16-bit autocast outputs (softmax and loss need the range)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class Seq2Seq(nn.Module):

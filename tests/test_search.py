@@ -6,7 +6,7 @@ from helpers import tiny_model
 
 from seq2seq.data import collate
 from seq2seq.decoders import DecoderState
-from seq2seq.search import _beam_step, beam_search, greedy_search, length_penalty
+from seq2seq.search import _beam_step, beam_search, greedy_search, length_penalty, top_k
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
@@ -197,3 +197,19 @@ def test_block_repeats_forbids_exactly_the_repeating_words():
     log_probs = torch.zeros(1, 6)
     block_repeats(log_probs, torch.tensor([[4, 5, 4]]), 2)  # "a b a": "b" would repeat "a b"
     assert torch.isinf(log_probs[0]).nonzero().flatten().tolist() == [5]
+
+
+def test_block_top_k_equals_topk_on_long_rows():
+    torch.manual_seed(0)
+    scores = torch.randn(7, 5 * 8000)
+    scores[0, 8000:] = float("-inf")  # the first step: one beam's words only
+    scores[1, 3] = 100.0  # the best ones in one block
+    scores[1, 4] = 99.0
+    values, index = top_k(scores, 10)
+    expected = scores.topk(10, dim=-1)
+    assert torch.equal(values, expected.values) and torch.equal(index, expected.indices)
+
+
+def test_block_top_k_falls_back_when_blocks_do_not_fit():
+    scores = torch.randn(2, 6 * 37)  # not a multiple of the block size
+    assert torch.equal(top_k(scores, 4)[1], scores.topk(4, dim=-1).indices)
