@@ -170,6 +170,8 @@ def beam_search(
     history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
     prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    ended_count = torch.zeros(batch, dtype=torch.long, device=device)  # len(finished[i])
+    active_list = active.tolist()
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state)
         block_repeats(log_probs, history, no_repeat_ngram)
@@ -183,12 +185,15 @@ def beam_search(
         top_scores, top_beam, top_word = _beam_step(totals, 2 * beam)
         ended = (top_word == EOS_ID) & torch.isfinite(top_scores)
         ended[:, beam:] = False  # an EOS outside the top `beam` is not taken
-        for row, col in ended.nonzero().tolist():
-            sentence = int(active[row])
-            tokens = history[row * beam + int(top_beam[row, col])].tolist()
-            total = float(top_scores[row, col])
-            penalty = length_penalty(len(tokens) + 1, alpha)
-            finished[sentence].append(Hypothesis(tokens, total, total / penalty))
+        ended_count[active] += ended.sum(dim=1)
+        if ended.any():  # read out in bulk: a tensor element at a time costs more than the step
+            ended_rows, ended_cols = ended.nonzero(as_tuple=True)
+            source_rows = ended_rows * beam + top_beam[ended_rows, ended_cols]
+            ended_totals = top_scores[ended_rows, ended_cols].tolist()
+            ended_tokens = history[source_rows].tolist()
+            for row, tokens, total in zip(ended_rows.tolist(), ended_tokens, ended_totals):
+                penalty = length_penalty(len(tokens) + 1, alpha)
+                finished[active_list[row]].append(Hypothesis(tokens, total, total / penalty))
         # continue with the best `beam` candidates that did not end
         keep = torch.argsort((top_word == EOS_ID).int(), dim=1, stable=True)[:, :beam]
         scores = top_scores.gather(1, keep)
@@ -198,12 +203,13 @@ def beam_search(
         prev = top_word.gather(1, keep).flatten()
         history = torch.cat([history[rows], prev[:, None]], dim=1)
         state = state.reorder(rows)
-        done = torch.tensor([len(finished[int(s)]) >= beam for s in active], device=device)
+        done = ended_count[active] >= beam
         if done.all():
             break
         if done.any():  # finished sentences leave the batch
             left = (~done).nonzero().squeeze(1)
             active, scores = active[left], scores[left]
+            active_list = active.tolist()
             rows = (left[:, None] * beam + torch.arange(beam, device=device)).flatten()
             history, prev, state = history[rows], prev[rows], state.keep(left, beam)
     return [sorted(h, key=lambda x: -x.score)[:nbest] for h in finished]
