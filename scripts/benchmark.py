@@ -7,6 +7,7 @@
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
     python scripts/benchmark.py ensemble  --model A --model B [...]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
+                                          [--dtype bf16] [--ceiling 3 12 48 96]
     python scripts/benchmark.py study     [--budget 12] [--preset P] [--set K=V ...]
     python scripts/benchmark.py time-to-bleu [--minutes 12] [--preset P] [--set K=V ...]
 
@@ -371,6 +372,28 @@ def load(port: int, requests: list[list[str]], clients: int, on_done=None) -> di
     }
 
 
+def search_ceiling(model: str, dtype: str, sentences: list[str], sizes: list[int]) -> None:
+    """Offline sentences/s of one search over n random sentences (median of 10), 2 threads:
+    the ratio of a merged batch's size to a single request's bounds what batching can gain."""
+    import random
+
+    from seq2seq.translate import Translator
+
+    torch.set_num_threads(2)
+    translator = Translator.from_file(model, dtype=dtype)
+    rng = random.Random(2)
+    print(f"search ceiling: {model} ({dtype}), beam from the model, no server")
+    for size in sizes:
+        seconds = []
+        for _ in range(12):  # the first two warm up
+            batch = rng.sample(sentences, size)
+            started = time.perf_counter()
+            translator.translate(batch)
+            seconds.append(time.perf_counter() - started)
+        rate = size / statistics.median(seconds[2:])
+        print(f"  {size:3d} sentences per search: {rate:6.1f} sentences/s")
+
+
 def bench_serve(args: argparse.Namespace) -> None:
     import random
 
@@ -387,6 +410,10 @@ def bench_serve(args: argparse.Namespace) -> None:
             requests.append(sentences[start : start + size])
         return requests
 
+    if args.ceiling:
+        search_ceiling(args.model, args.dtype, sentences, args.ceiling)
+        if not args.clients and not args.long:
+            return
     print(
         f"model {args.model} ({args.dtype}), beam from the model, requests of 1-5 test_2016 "
         "sentences, "
@@ -696,6 +723,14 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200, help="requests per client count")
     p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="the server's")
+    p.add_argument(
+        "--ceiling",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="first, offline sentences/s of searches over N sentences (what merging can gain)",
+    )
     p = sub.add_parser("time-to-bleu")
     p.add_argument("--preset", default="multi30k-de-en-attention")
     p.add_argument("--minutes", type=float, default=12, help="training minutes")
