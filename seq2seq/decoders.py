@@ -135,7 +135,7 @@ class ContextDecoder(nn.Module):
         )
 
     def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """embedded [B, E] (previous target word) -> features [B, L], new state."""
+        """embedded [R, E] (previous target word) -> features [R, L], new state."""
         hidden_gates = add_per_sentence(self.recurrent(state.hidden), state.context_gates)
         hidden = gru_step(self.input(embedded), hidden_gates, state.hidden)
         features = add_per_sentence(
