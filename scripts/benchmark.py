@@ -238,8 +238,11 @@ def model_cost(config, batches: int = 8) -> tuple[int, float]:
 # ------------------------------------------------------------------ translate
 
 
-def timed_translation(translator, src: list[str], beam: int, runs: int) -> tuple[float, list[str]]:
-    """Median seconds of `runs` translations of `src`, and the best hypotheses."""
+def timed_translation(
+    translator, src: list[str], beam: int | None, runs: int
+) -> tuple[float, list[str]]:
+    """Median seconds of `runs` translations of `src` (beam None: the model's), and the best
+    hypotheses."""
     times, hyps = [], []
     for _ in range(runs):
         started = time.perf_counter()
@@ -384,12 +387,9 @@ def search_ceiling(model: str, dtype: str, sentences: list[str], sizes: list[int
     rng = random.Random(2)
     print(f"search ceiling: {model} ({dtype}), beam from the model, no server")
     for size in sizes:
-        seconds = []
-        for _ in range(12):  # the first two warm up
-            batch = rng.sample(sentences, size)
-            started = time.perf_counter()
-            translator.translate(batch)
-            seconds.append(time.perf_counter() - started)
+        # a new random batch each time; the first two warm up
+        batches = [rng.sample(sentences, size) for _ in range(12)]
+        seconds = [timed_translation(translator, batch, None, 1)[0] for batch in batches]
         rate = size / statistics.median(seconds[2:])
         print(f"  {size:3d} sentences per search: {rate:6.1f} sentences/s")
 

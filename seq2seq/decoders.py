@@ -71,9 +71,14 @@ def add_per_sentence(per_hypothesis: Tensor, per_sentence: Tensor) -> Tensor:
     return (per_hypothesis.unflatten(0, (-1, beams)) + per_sentence[:, None]).flatten(0, 1)
 
 
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16-bit autocast dtypes (softmax and loss need the range), else `dtype`."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def full_precision(x: Tensor) -> Tensor:
-    """float32 for 16-bit autocast outputs (softmax and loss need the range)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    """`x` in its wide_dtype."""
+    return x.to(wide_dtype(x.dtype))
 
 
 ROW_BLOCK = 128

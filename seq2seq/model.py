@@ -19,6 +19,7 @@ from seq2seq.decoders import (
     DecoderState,
     full_precision,
     linear_rows,
+    wide_dtype,
 )
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.tokenizer import BOS_ID, PAD_ID
@@ -59,8 +60,7 @@ class Seq2Seq(nn.Module):
         features, state = self.decoder.step(embedded, state)
         logits = self.output(features)
         # 16-bit logits convert to float32 inside the kernel: one pass over [B, V]
-        wide = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None
-        return torch.log_softmax(logits, dim=-1, dtype=wide), state
+        return torch.log_softmax(logits, dim=-1, dtype=wide_dtype(logits.dtype)), state
 
     def forward(self, batch: Batch) -> Tensor:
         """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
