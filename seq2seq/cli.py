@@ -14,6 +14,7 @@ import math
 import sys
 from pathlib import Path
 
+from seq2seq.allocator import keep_freed_memory
 from seq2seq.config import ConfigError, check_device, preset_names
 from seq2seq.data import DataError
 from seq2seq.errors import Seq2SeqError
@@ -738,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    keep_freed_memory()
     if args.threads and args.command != "train":  # train takes it as train.threads
         import torch
 
