@@ -25,7 +25,8 @@ TRIM_THRESHOLD_MAX = 2**31 - 1  # mallopt takes an int: trim only free tops over
 def keep_freed_memory() -> bool:
     """Serve blocks up to 32 MB from the heap and keep freed memory (up to 2 GB).
 
-    Process-wide, so the command line calls it, not the library. Returns
+    Process-wide, so the command line calls it (for every command but
+    `train`, whose large blocks exceed 32 MB anyway), not the library. Returns
     False where the C library is not glibc (nothing changes there).
     """
     try:

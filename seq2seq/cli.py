@@ -739,14 +739,15 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    keep_freed_memory()
-    if args.threads and args.command != "train":  # train takes it as train.threads
-        import torch
+    if args.command != "train":  # train takes --threads as train.threads, and kept memory
+        keep_freed_memory()  # made it no faster, only larger (measured)
+        if args.threads:
+            import torch
 
-        from seq2seq.tokenizer import set_threads
+            from seq2seq.tokenizer import set_threads
 
-        torch.set_num_threads(args.threads)
-        set_threads(args.threads)
+            torch.set_num_threads(args.threads)
+            set_threads(args.threads)
     try:
         return args.func(args)
     except (Seq2SeqError, OSError) as error:
