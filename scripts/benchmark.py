@@ -462,13 +462,18 @@ def bench_time_to_bleu(args: argparse.Namespace) -> None:
     from seq2seq.plots import read_log
 
     ensure_prepared(load_config(args.preset, args.set))
+    overrides = [*args.set, f"train.max_minutes={args.minutes}"]
+    if args.average:  # checkpoints every 100 steps, enough of them kept
+        overrides += ["train.checkpoint_every=100", f"train.keep_checkpoints={args.average}"]
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        settings = [
-            x for o in [*args.set, f"train.max_minutes={args.minutes}"] for x in ("--set", o)
-        ]
+        settings = [x for o in overrides for x in ("--set", o)]
         call("train", args.preset, "--run-dir", str(run), *settings)
         test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
+        if args.average:
+            average = str(run / "average.pt")
+            call("average", str(run), "--last", str(args.average), "-o", average)
+            averaged = json.loads(call("evaluate", "-m", average, "--beam", "5", "--json"))
         records = read_log(run)
     train = [r for r in records if r.get("type") == "train"]
     valid = [r for r in records if r.get("type") == "valid" and "bleu" in r]
@@ -477,6 +482,8 @@ def bench_time_to_bleu(args: argparse.Namespace) -> None:
         f"{records[-1]['step']} steps, {train[-1]['tokens_per_s'] if train else '-'} target "
         f"tokens/s; best dev BLEU {max(r['bleu'] for r in valid)}; test BLEU beam 5 {test['bleu']}"
     )
+    if args.average:
+        print(f"  the mean of the last {args.average} checkpoints: test BLEU {averaged['bleu']}")
 
 
 # ------------------------------------------------------------------ study
@@ -737,6 +744,7 @@ def main() -> None:
     p.add_argument("--preset", default="multi30k-de-en-attention")
     p.add_argument("--minutes", type=float, default=12, help="training minutes")
     p.add_argument("--set", nargs="*", default=[], help="config overrides")
+    p.add_argument("--average", type=int, default=0, help="also the mean of the last N checkpoints")
     p = sub.add_parser("study")
     p.add_argument("--preset", default="multi30k-de-en-attention", help="its -context twin too")
     p.add_argument("--budget", type=float, default=12, help="training minutes a run")
@@ -754,7 +762,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lines", type=float, nargs="*", default=[1e6, 1e7])
     args = parser.parse_args()
-    keep_freed_memory()  # as the seq2seq command does
+    if args.part in ("translate", "ensemble", "serve"):
+        keep_freed_memory()  # as the seq2seq command does for all but train
     print(f"machine: {machine()}")
     {
         "prepare": bench_prepare,
