@@ -32,8 +32,6 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.allocator import keep_freed_memory
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEQ2SEQ_DATA", ROOT.parent / "shared" / "data"))
 
@@ -762,8 +760,6 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lines", type=float, nargs="*", default=[1e6, 1e7])
     args = parser.parse_args()
-    if args.part in ("translate", "ensemble", "serve"):
-        keep_freed_memory()  # as the seq2seq command does for all but train
     print(f"machine: {machine()}")
     {
         "prepare": bench_prepare,

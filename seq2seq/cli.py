@@ -14,7 +14,6 @@ import math
 import sys
 from pathlib import Path
 
-from seq2seq.allocator import keep_freed_memory
 from seq2seq.config import ConfigError, check_device, preset_names
 from seq2seq.data import DataError
 from seq2seq.errors import Seq2SeqError
@@ -739,15 +738,13 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    if args.command != "train":  # train takes --threads as train.threads, and kept memory
-        keep_freed_memory()  # made it no faster, only larger (measured)
-        if args.threads:
-            import torch
+    if args.threads and args.command != "train":  # train takes it as train.threads
+        import torch
 
-            from seq2seq.tokenizer import set_threads
+        from seq2seq.tokenizer import set_threads
 
-            torch.set_num_threads(args.threads)
-            set_threads(args.threads)
+        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     try:
         return args.func(args)
     except (Seq2SeqError, OSError) as error:
