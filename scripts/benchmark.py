@@ -459,10 +459,13 @@ def bench_time_to_bleu(args: argparse.Namespace) -> None:
     from seq2seq.config import load_config
     from seq2seq.plots import read_log
 
+    if args.average == 1:
+        raise SystemExit("--average: 2 or more checkpoints (0: none)")
     ensure_prepared(load_config(args.preset, args.set))
     overrides = [*args.set, f"train.max_minutes={args.minutes}"]
-    if args.average:  # checkpoints every 100 steps, enough of them kept
-        overrides += ["train.checkpoint_every=100", f"train.keep_checkpoints={args.average}"]
+    if args.average:  # a checkpoint every 100 steps (unless --set says otherwise), enough kept
+        kept = f"train.keep_checkpoints={args.average}"
+        overrides = ["train.checkpoint_every=100", kept, *overrides]
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         settings = [x for o in overrides for x in ("--set", o)]

@@ -30,3 +30,14 @@ def test_study_trains_every_configuration_and_writes_its_table(tiny_prepared, tm
         again.returncode == 0
         and (tmp_path / "runs" / "results.md").read_text().splitlines() == table
     )
+
+
+@pytest.mark.slow
+def test_time_to_bleu_also_scores_the_mean_of_the_last_checkpoints(tiny_prepared):
+    argv = [sys.executable, str(SCRIPT), "time-to-bleu", "--preset", "tiny", "--minutes", "1"]
+    argv += ["--average", "2", "--set", f"data.dir={tiny_prepared}", "train.max_steps=3"]
+    argv += ["train.checkpoint_every=1", "train.valid_every=1"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 steps" in result.stdout
+    assert "the mean of the last 2 checkpoints: test BLEU" in result.stdout
