@@ -470,21 +470,21 @@ def bench_time_to_bleu(args: argparse.Namespace) -> None:
         run = Path(tmp) / "run"
         settings = [x for o in overrides for x in ("--set", o)]
         call("train", args.preset, "--run-dir", str(run), *settings)
-        test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
+        test = beam5_bleu(run / "model.pt")
         if args.average:
             average = str(run / "average.pt")
             call("average", str(run), "--last", str(args.average), "-o", average)
-            averaged = json.loads(call("evaluate", "-m", average, "--beam", "5", "--json"))
+            averaged = beam5_bleu(average)
         records = read_log(run)
     train = [r for r in records if r.get("type") == "train"]
     valid = [r for r in records if r.get("type") == "valid" and "bleu" in r]
     print(
         f"preset {args.preset} {' '.join(args.set)}: {args.minutes} training minutes, "
         f"{records[-1]['step']} steps, {train[-1]['tokens_per_s'] if train else '-'} target "
-        f"tokens/s; best dev BLEU {max(r['bleu'] for r in valid)}; test BLEU beam 5 {test['bleu']}"
+        f"tokens/s; best dev BLEU {max(r['bleu'] for r in valid)}; test BLEU beam 5 {test}"
     )
     if args.average:
-        print(f"  the mean of the last {args.average} checkpoints: test BLEU {averaged['bleu']}")
+        print(f"  the mean of the last {args.average} checkpoints: test BLEU {averaged}")
 
 
 # ------------------------------------------------------------------ study
@@ -524,6 +524,11 @@ def call(*argv: str) -> str:
     return out.getvalue()
 
 
+def beam5_bleu(model: str | Path) -> float:
+    """BLEU of `model` on its preset's test set, beam 5 (`seq2seq evaluate`)."""
+    return json.loads(call("evaluate", "-m", str(model), "--beam", "5", "--json"))["bleu"]
+
+
 def study_run(args: argparse.Namespace, name: str) -> Path:
     """Train one configuration of the study, or resume it; returns its run folder."""
     kind, overrides = STUDY[name]
@@ -552,14 +557,14 @@ def study_row(run: Path) -> str:
     best = max(valid, key=lambda r: r["bleu"]) if valid else None
     # machine speed varies between hours, so also compare at one step that every run reaches
     at_step = next((r["bleu"] for r in valid if r["step"] == EQUAL_STEP), "-")
-    test = json.loads(call("evaluate", "-m", str(run / "model.pt"), "--beam", "5", "--json"))
+    test = beam5_bleu(run / "model.pt")
     model = payload["config"]["model"]
     shape = f"{model['layers']}x{'bi' if model['bidirectional'] else 'uni'}"
     speed = f"{train[-1]['tokens_per_s']:,}" if train else "-"
     dev = f"{best['bleu']} at {best['train_minutes']} min" if best else "-"
     return (
         f"| {run.name} | {model['cell']} | {model['encoder']} {shape} | {model['decoder']} | "
-        f"{sum(unique.values()):,} | {speed} | {at_step} | {dev} | {test['bleu']} |"
+        f"{sum(unique.values()):,} | {speed} | {at_step} | {dev} | {test} |"
     )
 
 
