@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
+from seq2seq.data import read_parallel
 from seq2seq.errors import Seq2SeqError
 from seq2seq.files import atomic_path
+from seq2seq.shortlist import build_shortlist
+from seq2seq.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 KINDS = ("model", "checkpoint")
@@ -118,7 +121,12 @@ def model_payload(
 
 
 def export_model(
-    path: str | Path, output: str | Path, half: bool, metrics: dict[str, Any], int8: bool = False
+    path: str | Path,
+    output: str | Path,
+    half: bool,
+    metrics: dict[str, Any],
+    int8: bool = False,
+    shortlist_text: tuple[Path, Path] | None = None,
 ) -> None:
     """Write the model part of a model file or checkpoint, optionally smaller.
 
@@ -129,6 +137,9 @@ def export_model(
         metrics: merged into the file's metrics (e.g. test BLEU).
         int8: store every matrix as int8 with a scale per row; loading runs the
             Linear layers as dynamic int8 (`Translator.from_file`).
+        shortlist_text: source and target files of parallel text to build a
+            lexical shortlist from (shortlist.py); else the file's own shortlist
+            (if any) is kept.
     """
     payload = load_file(path)
     if payload.get("int8"):
@@ -143,6 +154,11 @@ def export_model(
     )
     if int8:
         exported.update(state_dict=quantize_matrices(exported["state_dict"]), int8=True)
+    if shortlist_text:
+        src, tgt = (Tokenizer(payload["tokenizers"][side]) for side in ("src", "tgt"))
+        exported["shortlist"] = build_shortlist(read_parallel(*shortlist_text), src, tgt)
+    elif "shortlist" in payload:
+        exported["shortlist"] = payload["shortlist"]
     save_file(exported, output)
 
 

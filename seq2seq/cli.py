@@ -94,6 +94,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.plot_attention and len(args.model or []) > 1:
         raise ConfigError("--plot-attention draws one model's attention; give one -m")
     translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device, args.dtype)
+    if args.no_shortlist:
+        translator.shortlist = None
     beam = args.beam or translator.config.search.beam
     nbest = args.nbest or translator.config.search.nbest
     if nbest > beam:
@@ -179,6 +181,8 @@ def _translate_for_evaluation(args: argparse.Namespace) -> tuple[dict[str, list[
     systems, src, ref = {}, args.src, args.ref
     for group in groups:
         translator = Translator.from_files(group, args.device, args.dtype)
+        if args.no_shortlist:
+            translator.shortlist = None
         if not src:  # the first model's test split
             data = translator.config.data
             src, ref = (f"{data.dir}/{data.test}.{lang}" for lang in (data.src, data.tgt))
@@ -311,6 +315,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     model = Path(args.model or DEFAULT_MODEL)
     translator = Translator.from_file(model, args.device, args.dtype)
+    if args.no_shortlist:
+        translator.shortlist = None
     options = ServeOptions(
         beam=args.beam,
         char_limit=args.char_limit,
@@ -385,7 +391,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError("--metrics: expected a JSON object, e.g. '{\"test_bleu\": 40.1}'")
     if args.half and args.int8:
         raise ConfigError("--half or --int8, not both")
-    export_model(args.model, args.output, args.half, metrics, int8=args.int8)
+    shortlist_text = tuple(Path(f) for f in args.shortlist) if args.shortlist else None
+    export_model(args.model, args.output, args.half, metrics, args.int8, shortlist_text)
     print(args.output)
     return 0
 
@@ -477,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
             choices=("fp32", "bf16"),
             default="fp32",
             help="bf16: search under bf16 autocast (fast where the CPU has avx512_bf16/AMX)",
+        )
+
+    def shortlist(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--no-shortlist",
+            action="store_true",
+            help="search over the whole vocabulary even if the model file has a shortlist",
         )
 
     p = command("prepare", "clean a corpus and train SentencePiece")
@@ -577,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="translate each line as one sentence (by default a line is split into sentences)",
     )
     device(p)
+    shortlist(p)
     p.add_argument(
         "--plot-attention", metavar="PNG", help="draw the attention weights of one sentence"
     )
@@ -596,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="reference file (default: see --src)")
     p.add_argument("--beam", type=positive_int, help="beam size (default from the model)")
     device(p)
+    shortlist(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--by-length",
@@ -673,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-batching", action="store_true", help="one request at a time (for comparison)"
     )
     device(p)
+    shortlist(p)
     p.set_defaults(func=cmd_serve)
 
     p = command(
@@ -713,6 +730,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8",
         action="store_true",
         help="store matrices as int8 (a scale per row); Linear layers then run as dynamic int8",
+    )
+    p.add_argument(
+        "--shortlist",
+        nargs=2,
+        metavar=("SRC", "TGT"),
+        help="parallel text (e.g. the prepared train.de train.en) to build a lexical shortlist "
+        "from: search then scores only the target pieces likely for the input (faster)",
     )
     p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
     p.set_defaults(func=cmd_export)

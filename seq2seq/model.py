@@ -5,11 +5,15 @@ The model never sees strings: ids in, logits or log-probabilities out.
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.ao.nn.quantized import dynamic as quantized_dynamic
 
 from seq2seq.config import ModelConfig
 from seq2seq.data import Batch
@@ -54,11 +58,37 @@ class Seq2Seq(nn.Module):
         """The decoder state before the first target word."""
         return self.decoder.init_state(encoded)
 
-    def decode_step(self, prev_ids: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """prev_ids [B] -> log-probabilities [B, V] of the next word, new state."""
+    def output_layer(self, columns: Tensor) -> Callable[[Tensor], Tensor]:
+        """The output layer over the target ids `columns` only (a shortlist).
+
+        The rows are taken once per search, not at every step.
+        """
+        layer = self.output
+        if isinstance(layer, nn.Linear):
+            return functools.partial(
+                F.linear, weight=layer.weight[columns], bias=layer.bias[columns]
+            )
+        # a dynamic int8 Linear (`export --int8`): the same kind of layer over the rows
+        with warnings.catch_warnings():  # torch.ao's notice that quantized tensors are deprecated
+            warnings.simplefilter("ignore")
+            restricted = quantized_dynamic.Linear(layer.in_features, len(columns))
+        restricted.set_weight_bias(layer.weight().index_select(0, columns), layer.bias()[columns])
+        return restricted
+
+    def decode_step(
+        self,
+        prev_ids: Tensor,
+        state: DecoderState,
+        output: Callable[[Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, DecoderState]:
+        """prev_ids [B] -> log-probabilities [B, V] of the next word, new state.
+
+        With `output` from `output_layer(columns)` the log-probabilities are
+        over those C target ids only, [B, C], normalised among them.
+        """
         embedded = self.embedding_dropout(self.tgt_embedding(prev_ids))
         features, state = self.decoder.step(embedded, state)
-        logits = self.output(features)
+        logits = (self.output if output is None else output)(features)
         # 16-bit logits convert to float32 inside the kernel: one pass over [B, V]
         return torch.log_softmax(logits, dim=-1, dtype=wide_dtype(logits.dtype)), state
 
@@ -120,8 +150,19 @@ class Ensemble(nn.Module):
     def init_state(self, encoded: list[EncoderOutput]) -> EnsembleState:
         return EnsembleState([m.init_state(e) for m, e in zip(self.models, encoded)])
 
-    def decode_step(self, prev_ids: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState]:
-        steps = [m.decode_step(prev_ids, s) for m, s in zip(self.models, state.states)]
+    def output_layer(self, columns: Tensor) -> list[Callable[[Tensor], Tensor]]:
+        return [model.output_layer(columns) for model in self.models]
+
+    def decode_step(
+        self,
+        prev_ids: Tensor,
+        state: EnsembleState,
+        output: list[Callable[[Tensor], Tensor]] | None = None,
+    ) -> tuple[Tensor, EnsembleState]:
+        outputs = output or [None] * len(self.models)
+        steps = [
+            m.decode_step(prev_ids, s, o) for m, s, o in zip(self.models, state.states, outputs)
+        ]
         log_probs = torch.stack([log_probs for log_probs, _ in steps]).mean(0)
         return log_probs, EnsembleState([new for _, new in steps])
 

@@ -3,6 +3,11 @@
 Both are batched: all sentences (times beams) advance as one batch, the
 encoder runs once per sentence, and a sentence leaves the batch as soon as
 it is finished. Search knows ids only, never strings.
+
+Given a shortlist's `columns` (the target ids the batch may produce, see
+shortlist.py), the output layer and everything over the vocabulary run over
+those C columns only: words are column numbers inside the search and become
+target ids where they leave it (the next step's input, the hypotheses).
 """
 
 from __future__ import annotations
@@ -47,6 +52,19 @@ def block_repeats(log_probs: Tensor, history: Tensor, n: int) -> None:
     log_probs[rows, windows[rows, cols, -1]] = float("-inf")
 
 
+class Vocabulary:
+    """The words a search chooses among: every target id, or a shortlist's columns."""
+
+    def __init__(self, model: Seq2Seq, columns: Tensor | None) -> None:
+        self.output = None if columns is None else model.output_layer(columns)
+        self.columns = columns
+        self.eos = EOS_ID if columns is None else int(torch.searchsorted(columns, EOS_ID))
+
+    def ids(self, words: Tensor) -> Tensor:
+        """Target ids of words (column numbers)."""
+        return words if self.columns is None else self.columns[words]
+
+
 def max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
     """Maximum output length (EOS included) per sentence: a * source + b."""
     return (src_lengths.float() * a).long() + b
@@ -60,6 +78,7 @@ def greedy_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     no_repeat_ngram: int = 0,
+    columns: Tensor | None = None,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of sentences.
 
@@ -70,11 +89,13 @@ def greedy_search(
         max_len_a: maximum length factor.
         max_len_b: maximum length offset.
         no_repeat_ngram: never repeat an n-gram of this size (0: off).
+        columns: a shortlist's sorted target ids [C], EOS among them (None: all).
 
     Returns:
         One hypothesis per sentence, in input order.
     """
     batch = src_ids.size(0)
+    vocabulary = Vocabulary(model, columns)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(src_ids.device)
     state = model.init_state(model.encode(src_ids, src_lengths))
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src_ids.device)
@@ -82,20 +103,20 @@ def greedy_search(
     log_prob = torch.zeros(batch, device=src_ids.device)
     steps = []
     for t in range(int(limit.max())):
-        log_probs, state = model.decode_step(prev, state)  # [B, V]
+        log_probs, state = model.decode_step(prev, state, vocabulary.output)  # [B, V]
         if no_repeat_ngram and steps:
             block_repeats(log_probs, torch.stack(steps, dim=1), no_repeat_ngram)
         word = log_probs.argmax(dim=-1)
-        word = torch.where(t + 1 >= limit, torch.full_like(word, EOS_ID), word)
-        word = word.masked_fill(finished, EOS_ID)
+        word = torch.where(t + 1 >= limit, torch.full_like(word, vocabulary.eos), word)
+        word = word.masked_fill(finished, vocabulary.eos)
         gained = log_probs.gather(1, word[:, None]).squeeze(1)
         log_prob += gained.masked_fill(finished, 0.0)
         steps.append(word)
-        finished |= word == EOS_ID
-        prev = word
+        finished |= word == vocabulary.eos
+        prev = vocabulary.ids(word)
         if finished.all():
             break
-    words = torch.stack(steps, dim=1).tolist()
+    words = vocabulary.ids(torch.stack(steps, dim=1)).tolist()
     hypotheses = []
     for row in range(batch):
         tokens = words[row][: words[row].index(EOS_ID)] if EOS_ID in words[row] else words[row]
@@ -149,59 +170,64 @@ def beam_search(
     max_len_b: int = 10,
     nbest: int = 1,
     no_repeat_ngram: int = 0,
+    columns: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch of sentences, all beams as one batch.
 
     A sentence is finished once `beam` hypotheses have ended (EOS among the
     top `beam` candidates) or it reaches its maximum length; it then leaves
-    the batch. Hypotheses are ranked by log-prob / length ** alpha.
+    the batch. Hypotheses are ranked by log-prob / length ** alpha. `columns`
+    is a shortlist, as in greedy_search.
 
     Returns:
         For each sentence, its `nbest` best hypotheses, best first.
     """
     device = src_ids.device
     batch = src_ids.size(0)
+    vocabulary = Vocabulary(model, columns)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
     state = model.init_state(model.encode(src_ids, src_lengths))
     state = state.reorder(torch.arange(batch, device=device).repeat_interleave(beam))
     active = torch.arange(batch, device=device)  # sentence id of each active row group
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the first step expands one beam only
-    history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)
-    prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
+    history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)  # words
+    prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)  # target ids
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     ended_count = torch.zeros(batch, dtype=torch.long, device=device)  # len(finished[i])
     active_list = active.tolist()
     for t in range(int(limit.max())):
-        log_probs, state = model.decode_step(prev, state)
+        log_probs, state = model.decode_step(prev, state, vocabulary.output)
         block_repeats(log_probs, history, no_repeat_ngram)
         log_probs = log_probs.view(len(active), beam, -1)
         at_limit = t + 1 >= limit[active]
         if at_limit.any():  # only EOS is allowed at the maximum length
+            eos = vocabulary.eos
             eos_only = torch.full_like(log_probs[0], float("-inf"))
-            eos_only[:, EOS_ID] = 0.0
-            log_probs[at_limit] = eos_only + log_probs[at_limit][..., EOS_ID : EOS_ID + 1]
+            eos_only[:, eos] = 0.0
+            log_probs[at_limit] = eos_only + log_probs[at_limit][..., eos : eos + 1]
         totals = log_probs.add_(scores[:, :, None])  # in place: [R, V] passes dominate a step
         top_scores, top_beam, top_word = _beam_step(totals, 2 * beam)
-        ended = (top_word == EOS_ID) & torch.isfinite(top_scores)
+        ended = (top_word == vocabulary.eos) & torch.isfinite(top_scores)
         ended[:, beam:] = False  # an EOS outside the top `beam` is not taken
         ended_count[active] += ended.sum(dim=1)
         if ended.any():  # read out in bulk: a tensor element at a time costs more than the step
             ended_rows, ended_cols = ended.nonzero(as_tuple=True)
             source_rows = ended_rows * beam + top_beam[ended_rows, ended_cols]
             ended_totals = top_scores[ended_rows, ended_cols].tolist()
-            ended_tokens = history[source_rows].tolist()
+            ended_tokens = vocabulary.ids(history[source_rows]).tolist()
             for row, tokens, total in zip(ended_rows.tolist(), ended_tokens, ended_totals):
                 penalty = length_penalty(len(tokens) + 1, alpha)
                 finished[active_list[row]].append(Hypothesis(tokens, total, total / penalty))
         # continue with the best `beam` candidates that did not end
-        keep = torch.argsort((top_word == EOS_ID).int(), dim=1, stable=True)[:, :beam]
+        keep = torch.argsort((top_word == vocabulary.eos).int(), dim=1, stable=True)[:, :beam]
         scores = top_scores.gather(1, keep)
         rows = (
             torch.arange(len(active), device=device)[:, None] * beam + top_beam.gather(1, keep)
         ).flatten()
-        prev = top_word.gather(1, keep).flatten()
-        history = torch.cat([history[rows], prev[:, None]], dim=1)
+        word = top_word.gather(1, keep).flatten()
+        history = torch.cat([history[rows], word[:, None]], dim=1)
+        prev = vocabulary.ids(word)
         state = state.reorder(rows)
         done = ended_count[active] >= beam
         if done.all():

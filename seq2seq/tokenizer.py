@@ -129,3 +129,7 @@ class Tokenizer:
     def pieces(self, ids: list[int]) -> list[str]:
         """Readable pieces, for attention plots."""
         return [self._sp.id_to_piece(i) for i in ids]
+
+    def piece_ids(self, pieces: list[str]) -> list[int]:
+        """The id of each piece; UNK_ID for a piece not in the vocabulary."""
+        return [self._sp.piece_to_id(piece) for piece in pieces]

@@ -23,6 +23,7 @@ from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate, collate_sources, token_batches
 from seq2seq.model import Ensemble, Seq2Seq, build_model
 from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.shortlist import Shortlist, ShortlistError
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,12 @@ class Translator:
         config: Config,
         device: str,
         dtype: str = "fp32",
+        shortlist: Shortlist | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.src, self.tgt, self.config, self.device = src, tgt, config, device
         self.dtype = dtype  # "bf16": search and scoring under bf16 autocast
+        self.shortlist = shortlist  # search only; scoring always uses the whole vocabulary
 
     def precision(self) -> contextlib.AbstractContextManager:
         """The autocast context of `dtype` (a no-op for fp32)."""
@@ -67,7 +70,8 @@ class Translator:
     def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Translator:
         """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16).
 
-        An int8 file (`export --int8`) runs its Linear layers as dynamic int8.
+        An int8 file (`export --int8`) runs its Linear layers as dynamic int8;
+        a file with a shortlist (`export --shortlist`) searches with it.
         """
         payload = load_file(path)
         if payload.get("int8") and dtype != "fp32":
@@ -101,7 +105,13 @@ class Translator:
             # Under inference mode autocast casts every fp32 weight again at every call
             # (a third of a beam-search step); weights stored in bf16 are cast once.
             model = model.to(torch.bfloat16)
-        return cls(model, src, tgt, config, device, dtype)
+        shortlist = None
+        if "shortlist" in payload:
+            try:
+                shortlist = Shortlist(payload["shortlist"], src.vocab_size, tgt.vocab_size)
+            except ShortlistError as error:
+                raise CheckpointError(f"{path}: damaged model file ({error})") from None
+        return cls(model, src, tgt, config, device, dtype, shortlist)
 
     @classmethod
     def from_files(
@@ -109,7 +119,7 @@ class Translator:
     ) -> Translator:
         """One model file, or an ensemble of several that share their tokenizers.
 
-        The ensemble searches with the first file's search settings.
+        The ensemble searches with the first file's search settings and shortlist.
 
         Raises:
             CheckpointError: the files' tokenizers differ.
@@ -126,7 +136,7 @@ class Translator:
                         "needs models trained on the same prepared corpus"
                     )
         ensemble = Ensemble([t.model for t in translators])
-        return cls(ensemble, first.src, first.tgt, first.config, device, dtype)
+        return cls(ensemble, first.src, first.tgt, first.config, device, dtype, first.shortlist)
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """Clean and tokenize; over-long inputs are cut with a warning.
@@ -187,6 +197,7 @@ class Translator:
             "max_len_a": search.max_len_a,
             "max_len_b": search.max_len_b,
             "no_repeat_ngram": search.no_repeat_ngram,
+            "columns": self.shortlist.columns(src_ids) if self.shortlist else None,
         }
         if beam == 1:  # greedy has one hypothesis
             return [[h] for h in greedy_search(self.model, src_ids, src_lengths, **settings)]

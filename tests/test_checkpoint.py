@@ -11,6 +11,7 @@ from seq2seq.checkpoint import (
     model_payload,
     save_file,
 )
+from seq2seq.data import collate_sources
 
 
 def payload():
@@ -127,6 +128,8 @@ def _damage(payload, how):
         payload["config"]["model"]["cell"] = "transformer"
     elif how == "nan":
         state[_first_weight(payload)] = state[_first_weight(payload)] * float("nan")
+    elif how == "shortlist":
+        payload["shortlist"] = {"translations": torch.zeros(3, 2, dtype=torch.int32)}
 
 
 @pytest.mark.parametrize(
@@ -141,6 +144,7 @@ def _damage(payload, how):
         ("config-mismatch", "weights do not match its config"),
         ("bad-config", "config is not valid"),
         ("nan", "NaN or infinite"),
+        ("shortlist", "shortlist does not fit"),
     ],
 )
 def test_damaged_model_files_get_one_line(tiny_model_file, tmp_path, how, message, capsys):
@@ -225,3 +229,33 @@ def test_bf16_search_is_close_to_fp32(tiny_model_file):
         fp32.score_ids(src, tgt, 100)[0], abs=0.2
     )
     assert len(bf16.translate(["der hund"], beam=2)[0].texts[0]) > 0
+
+
+def test_a_shortlist_export_round_trips_and_searches_within_it(
+    tiny_model_file, tiny_prepared, tmp_path, capsys
+):
+    from seq2seq.cli import main
+    from seq2seq.translate import Translator
+
+    out = tmp_path / "short.pt"
+    train = [str(tiny_prepared / f"train.{lang}") for lang in ("de", "en")]
+    assert main(["export", str(tiny_model_file), str(out), "--shortlist", *train]) == 0
+    stored = load_file(out)["shortlist"]  # weights_only loading
+    assert stored["translations"].dtype == torch.int32
+    translator = Translator.from_file(out)
+    src_ids, _ = collate_sources(translator.encode_sources(["der hund läuft im park"]))
+    columns = set(translator.shortlist.columns(src_ids).tolist())
+    for beam in (1, 3):
+        for translation in translator.translate(["der hund läuft im park"], beam=beam):
+            assert set(translation.tokens) <= columns
+    capsys.readouterr()
+    assert main(["translate", "-m", str(out), "--no-shortlist", "der hund"]) == 0
+    assert capsys.readouterr().out.strip()
+    int8 = tmp_path / "short-int8.pt"  # a later export keeps the shortlist
+    assert main(["export", str(out), str(int8), "--int8"]) == 0
+    assert load_file(int8)["shortlist"]["frequent"].equal(stored["frequent"])
+    assert Translator.from_file(int8).translate(["der hund"], beam=2)[0].texts[0]
+    assert (
+        main(["export", str(out), str(tmp_path / "x.pt"), "--shortlist", train[0], "nofile"]) == 1
+    )
+    assert not (tmp_path / "x.pt").exists()

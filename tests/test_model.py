@@ -1,6 +1,7 @@
 import pytest
 import torch
 from helpers import tiny_model
+from torch.ao.quantization import quantize_dynamic
 from torch.testing import assert_close
 
 from seq2seq.data import collate
@@ -97,3 +98,14 @@ def test_sequence_loss_in_bf16_matches_float32():
     assert loss.dtype == upcast.dtype == torch.float32
     assert_close(loss, reference, rtol=1e-2, atol=0)
     assert_close(upcast, reference, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_output_layer_over_columns_is_those_columns_of_the_output(int8):
+    model = tiny_model().float()
+    if int8:
+        model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    columns = torch.tensor([1, 3, 7, 30])
+    features = torch.randn(5, 8)
+    expected = model.output(features)[:, columns]
+    assert torch.allclose(model.output_layer(columns)(features), expected, atol=1e-6)

@@ -7,7 +7,7 @@ from helpers import tiny_model
 from seq2seq.data import collate
 from seq2seq.decoders import DecoderState
 from seq2seq.search import _beam_step, beam_search, greedy_search, length_penalty, top_k
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 
 class ScriptedModel(torch.nn.Module):
@@ -30,7 +30,7 @@ class ScriptedModel(torch.nn.Module):
     def init_state(self, encoded):
         return DecoderState(hidden=torch.zeros(encoded.size(0), 1))
 
-    def decode_step(self, prev_ids, state):
+    def decode_step(self, prev_ids, state, output=None):
         log_probs = torch.full((len(prev_ids), 6), -1e9)
         for row, prev in enumerate(prev_ids.tolist()):
             for word, p in self.TABLE[prev].items():
@@ -213,3 +213,31 @@ def test_block_top_k_equals_topk_on_long_rows():
 def test_block_top_k_falls_back_when_blocks_do_not_fit():
     scores = torch.randn(2, 6 * 37)  # not a multiple of the block size
     assert torch.equal(top_k(scores, 4)[1], scores.topk(4, dim=-1).indices)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_a_shortlist_searches_as_the_model_with_other_words_forbidden(beam):
+    model = tiny_model()
+    batch = random_batch()
+    columns = torch.tensor([UNK_ID, EOS_ID, *range(4, 32, 3)])
+    settings = dict(max_len_a=1.5, max_len_b=5, no_repeat_ngram=2)
+
+    def search(model, columns=None):
+        src = (batch.src_ids, batch.src_lengths)
+        if beam == 1:
+            return [[h] for h in greedy_search(model, *src, **settings, columns=columns)]
+        return beam_search(model, *src, beam=beam, nbest=beam, **settings, columns=columns)
+
+    everything = torch.arange(32)
+    for full, listed in zip(search(model), search(model, everything)):
+        assert [h.tokens for h in full] == [h.tokens for h in listed]
+    forbidding = tiny_model()  # the same weights; words outside the shortlist never win
+    outside = torch.ones(32, dtype=torch.bool)
+    outside[columns] = False
+    with torch.no_grad():
+        forbidding.output.bias[outside] = float("-inf")
+    for reference, short in zip(search(forbidding), search(model, columns)):
+        assert [h.tokens for h in reference] == [h.tokens for h in short]
+        for r, s in zip(reference, short):
+            assert r.score == pytest.approx(s.score, abs=1e-9)
+            assert set(s.tokens) <= set(columns.tolist())
