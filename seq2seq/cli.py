@@ -391,6 +391,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError("--metrics: expected a JSON object, e.g. '{\"test_bleu\": 40.1}'")
     if args.half and args.int8:
         raise ConfigError("--half or --int8, not both")
+    _check_distinct(args.model, args.output, "model", "output")
     shortlist_text = tuple(Path(f) for f in args.shortlist) if args.shortlist else None
     export_model(args.model, args.output, args.half, metrics, args.int8, shortlist_text)
     print(args.output)

@@ -259,3 +259,6 @@ def test_a_shortlist_export_round_trips_and_searches_within_it(
         main(["export", str(out), str(tmp_path / "x.pt"), "--shortlist", train[0], "nofile"]) == 1
     )
     assert not (tmp_path / "x.pt").exists()
+    before = out.read_bytes()
+    assert main(["export", str(out), str(out), "--int8"]) == 1  # never over its own input
+    assert "is the model file" in capsys.readouterr().err and out.read_bytes() == before
