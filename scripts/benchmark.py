@@ -262,7 +262,8 @@ def bench_translate(args: argparse.Namespace) -> None:
     ref = list(read_lines(args.ref))
     print(
         f"model {args.model}, {len(src)} sentences, {args.threads} threads, median of {args.runs}; "
-        "bf16 is fast with avx512_bf16 or amx_bf16, int8 with avx512_vnni or amx_int8"
+        "bf16 is fast with avx512_bf16 or amx_bf16, int8 with avx512_vnni or amx_int8; "
+        "a model with a shortlist runs with it and without it, alternating"
     )
     with tempfile.TemporaryDirectory() as tmp:
         int8 = Path(tmp) / "int8.pt"
@@ -273,13 +274,23 @@ def bench_translate(args: argparse.Namespace) -> None:
             ("int8", Translator.from_file(int8)),
         ]
         for name, translator in variants:
+            modes = {"": translator.shortlist}
+            if translator.shortlist:
+                modes = {" shortlist": translator.shortlist, " whole vocabulary": None}
             for beam in (1, 5):
-                seconds, hyps = timed_translation(translator, src, beam, args.runs)
-                scores = score_corpus(hyps, ref)
-                print(
-                    f"  {name} beam {beam}: {seconds:.2f} s, {len(src) / seconds:.0f} sentences/s, "
-                    f"BLEU {scores['bleu']} chrF {scores['chrf']}"
-                )
+                times, hyps = {mode: [] for mode in modes}, {}
+                for _ in range(args.runs):
+                    for mode, shortlist in modes.items():
+                        translator.shortlist = shortlist
+                        seconds, hyps[mode] = timed_translation(translator, src, beam, 1)
+                        times[mode].append(seconds)
+                for mode in modes:
+                    seconds, scores = statistics.median(times[mode]), score_corpus(hyps[mode], ref)
+                    print(
+                        f"  {name}{mode} beam {beam}: {seconds:.2f} s, "
+                        f"{len(src) / seconds:.0f} sentences/s, "
+                        f"BLEU {scores['bleu']} chrF {scores['chrf']}"
+                    )
     print(f"  {scores['bleu_signature']}")
 
 
