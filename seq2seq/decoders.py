@@ -102,7 +102,10 @@ def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
 
 def maxout(x: Tensor) -> Tensor:
     """Max over pairs of neighbouring units: [..., 2L] -> [..., L]."""
-    return x.unflatten(-1, (-1, 2)).max(dim=-1).values
+    if torch.is_grad_enabled():  # training: max(dim) keeps the indices its backward needs
+        return x.unflatten(-1, (-1, 2)).max(dim=-1).values
+    # search: the same values 2-8x faster without indices (measured, 350 x 512)
+    return torch.maximum(x[..., 0::2], x[..., 1::2])
 
 
 class ContextDecoder(nn.Module):

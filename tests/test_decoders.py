@@ -17,6 +17,10 @@ def encoded() -> EncoderOutput:
 
 def test_maxout_takes_the_larger_of_each_pair():
     assert maxout(torch.tensor([[1.0, 5.0, 3.0, 2.0]])).tolist() == [[5.0, 3.0]]
+    x = torch.randn(3, 4, 16)
+    training = maxout(x)  # grad mode on: max(dim)
+    with torch.no_grad():  # search's path gives the same values
+        assert maxout(x).equal(training)
 
 
 def test_context_decoder_step_is_the_paper_equation(float64):
