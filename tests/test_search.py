@@ -6,6 +6,7 @@ from helpers import tiny_model
 
 from seq2seq.data import collate
 from seq2seq.decoders import DecoderState
+from seq2seq.model import Ensemble
 from seq2seq.search import _beam_step, beam_search, greedy_search, length_penalty, top_k
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
@@ -241,3 +242,16 @@ def test_a_shortlist_searches_as_the_model_with_other_words_forbidden(beam):
         for r, s in zip(reference, short):
             assert r.score == pytest.approx(s.score, abs=1e-9)
             assert set(s.tokens) <= set(columns.tolist())
+
+
+def test_an_ensemble_searches_a_shortlist_like_its_model():
+    model = tiny_model()
+    batch = random_batch()
+    columns = torch.tensor([UNK_ID, EOS_ID, *range(4, 32, 2)])
+    alone = beam_search(model, batch.src_ids, batch.src_lengths, beam=3, columns=columns)
+    twice = beam_search(
+        Ensemble([model, model]), batch.src_ids, batch.src_lengths, beam=3, columns=columns
+    )
+    for a, t in zip(alone, twice):
+        assert [h.tokens for h in a] == [h.tokens for h in t]
+        assert a[0].score == pytest.approx(t[0].score, abs=1e-9)
