@@ -262,3 +262,16 @@ def test_a_shortlist_export_round_trips_and_searches_within_it(
     before = out.read_bytes()
     assert main(["export", str(out), str(out), "--int8"]) == 1  # never over its own input
     assert "is the model file" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_a_shortlist_too_large_for_memory_is_refused_in_one_line(
+    tiny_model_file, tiny_prepared, tmp_path, capsys, monkeypatch
+):
+    from seq2seq.cli import main
+
+    monkeypatch.setattr("seq2seq.shortlist.MAX_TABLE", 1000)
+    train = [str(tiny_prepared / f"train.{lang}") for lang in ("de", "en")]
+    out = tmp_path / "short.pt"
+    assert main(["export", str(tiny_model_file), str(out), "--shortlist", *train]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "p(e|f) table" in err and "\n" not in err and not out.exists()
