@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from seq2seq.data import clean
+from seq2seq.data import clean, pad
 from seq2seq.errors import Seq2SeqError
 from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -50,7 +50,10 @@ def padded_batches(
         for start in range(0, len(order), ROWS):
             rows = [i for i in order[start : start + ROWS] if src_ids[i] and tgt_ids[i]]
             if rows:
-                yield _pad([src_ids[i] for i in rows]), _pad([tgt_ids[i] for i in rows])
+                yield (
+                    pad([src_ids[i] for i in rows], -1).int(),  # int32: half the memory
+                    pad([tgt_ids[i] for i in rows], -1).int(),
+                )
 
     for pair in pairs:
         chunk.append(pair)
@@ -59,11 +62,6 @@ def padded_batches(
             chunk = []
     if chunk:
         yield from batches()
-
-
-def _pad(seqs: list[list[int]]) -> Tensor:
-    longest = max(len(s) for s in seqs)
-    return torch.tensor([s + [-1] * (longest - len(s)) for s in seqs], dtype=torch.int32)
 
 
 def translation_table(batches: list[tuple[Tensor, Tensor]], src_size: int, tgt_size: int) -> Tensor:

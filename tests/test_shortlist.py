@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers import WORDS_DE, WORDS_EN, make_pairs
 
-from seq2seq.data import read_parallel
+from seq2seq.data import pad, read_parallel
 from seq2seq.shortlist import (
     COLUMNS_MULTIPLE,
     PER_WORD,
@@ -19,12 +19,7 @@ def test_model1_learns_the_word_for_word_translations():
     pairs = make_pairs(400)
     src = [[de.index(w) for w in s.split()] for s, _ in pairs]
     tgt = [[en.index(w) for w in t.split()] for _, t in pairs]
-
-    def padded(seqs):
-        longest = max(map(len, seqs))
-        return torch.tensor([s + [-1] * (longest - len(s)) for s in seqs], dtype=torch.int32)
-
-    batches = [(padded(src[i : i + 50]), padded(tgt[i : i + 50])) for i in range(0, 400, 50)]
+    batches = [(pad(src[i : i + 50], -1), pad(tgt[i : i + 50], -1)) for i in range(0, 400, 50)]
     table = translation_table(batches, len(de), len(en))
     assert table.shape == (len(de) + 1, len(en))  # the last row: NULL
     assert torch.allclose(table.sum(dim=1), torch.ones(len(de) + 1))
