@@ -231,7 +231,7 @@ class AttentionDecoder(nn.Module):
         hidden = torch.tanh(state.keys[:, None] + query[:, :, None])  # [B, beams, S, A]
         if torch.is_autocast_enabled(hidden.device.type):
             # in hidden's own dtype: autocast would copy search's float32 [B, beams, S, A]
-            # to bf16 for this product (a seventh of a bf16 beam search, measured)
+            # to bf16 for this product (copy + product: 600 -> 420 ms of a ~4 s search, measured)
             with torch.autocast(hidden.device.type, enabled=False):
                 energies = F.linear(hidden, self.energy.weight.to(hidden.dtype))
         else:
