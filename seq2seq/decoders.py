@@ -1,8 +1,9 @@
 """Decoders: the Cho et al. 2014a context decoder and Bahdanau attention.
 
-Both expose `init_state(encoder_output)` and one `step(embedded, state)` that
-training (teacher forcing) and search share; `forward` runs the steps over a
-whole target. Each returns pre-softmax features of size `maxout_size`; the
+Both expose `init_state(encoder_output)`, `word_inputs(embedded)` (a target
+word's share of a step, which search can compute once per word) and one
+`step(word_inputs, state)` that teacher forcing and search share; `forward`
+runs the steps over a whole target. Each returns pre-softmax features of size `maxout_size`; the
 model owns the output matrix (so it can be tied to the embeddings).
 """
 
@@ -143,13 +144,16 @@ class ContextDecoder(nn.Module):
             context_out=self.out_context(c),
         )
 
-    def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """embedded [R, E] (previous target word) -> features [R, L], new state."""
+    def word_inputs(self, embedded: Tensor) -> Tensor:
+        """[..., E] -> [..., 3H + 2L]: the previous word's terms W' e and O_y e."""
+        return torch.cat([self.input(embedded), self.out_embedded(embedded)], dim=-1)
+
+    def step(self, word_inputs: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """word_inputs [R, 3H + 2L] (of the previous target word) -> features [R, L], new state."""
+        input_gates, embedded_out = word_inputs.tensor_split([3 * state.hidden.size(-1)], dim=-1)
         hidden_gates = add_per_sentence(self.recurrent(state.hidden), state.context_gates)
-        hidden = gru_step(self.input(embedded), hidden_gates, state.hidden)
-        features = add_per_sentence(
-            self.out_hidden(hidden) + self.out_embedded(embedded), state.context_out
-        )
+        hidden = gru_step(input_gates, hidden_gates, state.hidden)
+        features = add_per_sentence(self.out_hidden(hidden) + embedded_out, state.context_out)
         return self.dropout(maxout(features)), replace(state, hidden=hidden)
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
@@ -251,19 +255,16 @@ class AttentionDecoder(nn.Module):
         hidden = gru_step(input_gates + context_gates, self.recurrent(state.hidden), state.hidden)
         return replace(state, hidden=hidden, attention=weights), context_out
 
-    def _output(
-        self, hidden: Tensor, embedded: Tensor, context_out: Tensor, project=nn.Module.__call__
-    ) -> Tensor:
-        """s_i; `project(layer, x)` is linear_rows for whole sentences, a plain call per step."""
-        features = (
-            project(self.out_hidden, hidden) + project(self.out_embedded, embedded) + context_out
-        )
-        return self.dropout(maxout(features))
+    def word_inputs(self, embedded: Tensor) -> Tensor:
+        """[..., E] -> [..., 3H + 2L]: the previous word's terms W e (the GRU's) and O_y e."""
+        return torch.cat([self.input(embedded), self.out_embedded(embedded)], dim=-1)
 
-    def step(self, embedded: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """embedded [R, E] (previous target word) -> features [R, L], new state."""
-        state, context_out = self._advance(self.input(embedded), state)
-        return self._output(state.hidden, embedded, context_out), state
+    def step(self, word_inputs: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """word_inputs [R, 3H + 2L] (of the previous target word) -> features [R, L], new state."""
+        input_gates, embedded_out = word_inputs.tensor_split([3 * state.hidden.size(-1)], dim=-1)
+        state, context_out = self._advance(input_gates, state)
+        features = self.out_hidden(state.hidden) + embedded_out + context_out
+        return self.dropout(maxout(features)), state
 
     def forward(self, embedded: Tensor, state: DecoderState) -> Tensor:
         """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
@@ -276,5 +277,9 @@ class AttentionDecoder(nn.Module):
             state, context_out = self._advance(input_gates, state)
             hiddens.append(state.hidden)
             context_outs.append(context_out)
-        hiddens, context_outs = torch.stack(hiddens, dim=1), torch.stack(context_outs, dim=1)
-        return self._output(hiddens, embedded, context_outs, project=linear_rows)
+        features = (
+            linear_rows(self.out_hidden, torch.stack(hiddens, dim=1))
+            + linear_rows(self.out_embedded, embedded)
+            + torch.stack(context_outs, dim=1)
+        )
+        return self.dropout(maxout(features))

@@ -6,8 +6,9 @@ it is finished. Search knows ids only, never strings.
 
 Given a shortlist's `columns` (the target ids the batch may produce, see
 shortlist.py), the output layer and everything over the vocabulary run over
-those C columns only: words are column numbers inside the search and become
-target ids where they leave it (the next step's input, the hypotheses).
+those C columns only, and each column's projections into the decoder are
+computed once (`Seq2Seq.step_tables`): words are column numbers inside the
+search and become target ids where they leave it (the hypotheses).
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class Vocabulary:
     """The words a search chooses among: every target id, or a shortlist's columns."""
 
     def __init__(self, model: Seq2Seq, columns: Tensor | None) -> None:
-        self.output = None if columns is None else model.output_layer(columns)
+        self.tables = None if columns is None else model.step_tables(columns)
         self.columns = columns
         self.eos = EOS_ID if columns is None else int(torch.searchsorted(columns, EOS_ID))
+        self.bos = BOS_ID if columns is None else len(columns)  # step_tables' last row
 
     def ids(self, words: Tensor) -> Tensor:
         """Target ids of words (column numbers)."""
@@ -98,12 +100,12 @@ def greedy_search(
     vocabulary = Vocabulary(model, columns)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(src_ids.device)
     state = model.init_state(model.encode(src_ids, src_lengths))
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src_ids.device)
+    prev = torch.full((batch,), vocabulary.bos, dtype=torch.long, device=src_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
     log_prob = torch.zeros(batch, device=src_ids.device)
     steps = []
     for t in range(int(limit.max())):
-        log_probs, state = model.decode_step(prev, state, vocabulary.output)  # [B, V]
+        log_probs, state = model.decode_step(prev, state, vocabulary.tables)  # [B, V]
         if no_repeat_ngram and steps:
             block_repeats(log_probs, torch.stack(steps, dim=1), no_repeat_ngram)
         word = log_probs.argmax(dim=-1)
@@ -113,7 +115,7 @@ def greedy_search(
         log_prob += gained.masked_fill(finished, 0.0)
         steps.append(word)
         finished |= word == vocabulary.eos
-        prev = vocabulary.ids(word)
+        prev = word
         if finished.all():
             break
     words = vocabulary.ids(torch.stack(steps, dim=1)).tolist()
@@ -192,12 +194,12 @@ def beam_search(
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the first step expands one beam only
     history = torch.empty((batch * beam, 0), dtype=torch.long, device=device)  # words
-    prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)  # target ids
+    prev = torch.full((batch * beam,), vocabulary.bos, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     ended_count = torch.zeros(batch, dtype=torch.long, device=device)  # len(finished[i])
     active_list = active.tolist()
     for t in range(int(limit.max())):
-        log_probs, state = model.decode_step(prev, state, vocabulary.output)
+        log_probs, state = model.decode_step(prev, state, vocabulary.tables)
         block_repeats(log_probs, history, no_repeat_ngram)
         log_probs = log_probs.view(len(active), beam, -1)
         at_limit = t + 1 >= limit[active]
@@ -227,7 +229,7 @@ def beam_search(
         ).flatten()
         word = top_word.gather(1, keep).flatten()
         history = torch.cat([history[rows], word[:, None]], dim=1)
-        prev = vocabulary.ids(word)
+        prev = word
         state = state.reorder(rows)
         done = ended_count[active] >= beam
         if done.all():

@@ -31,7 +31,7 @@ def test_context_decoder_step_is_the_paper_equation(float64):
     state = decoder.init_state(enc)
     c, h, e = enc.summary, state.hidden, torch.randn(B, E)
     assert_close(h, torch.tanh(decoder.init_hidden(c)))  # h'_0 = tanh(V' c)
-    features, new = decoder.step(e, state)
+    features, new = decoder.step(decoder.word_inputs(e), state)
     # Cho et al. 2014a, appendix A.1.2, with the reset gate applied after U (torch's form)
     i_r, i_z, i_n = decoder.input(e).chunk(3, -1)
     u_r, u_z, u_n = (decoder.recurrent(h) + decoder.context_gates(c)).chunk(3, -1)
@@ -48,7 +48,7 @@ def test_attention_weights_cover_real_positions_only():
     decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).eval()
     enc = encoded()
     state = decoder.init_state(enc)
-    _, new = decoder.step(torch.randn(B, E), state)
+    _, new = decoder.step(decoder.word_inputs(torch.randn(B, E)), state)
     assert_close(new.attention.sum(-1), torch.ones(B))
     assert (new.attention[1, 2:] == 0).all()
 
@@ -60,7 +60,7 @@ def test_attention_mixes_projected_states_as_the_equation_projects_the_context(f
     enc = EncoderOutput(enc.states.double(), enc.mask, enc.summary.double())
     state = decoder.init_state(enc)
     e = torch.randn(B, E, dtype=torch.float64)
-    features, new = decoder.step(e, state)
+    features, new = decoder.step(decoder.word_inputs(e), state)
     # Bahdanau et al.: c_i = Σ_j α_ij m_j enters the GRU (C_a c_i) and the output (O_c c_i)
     context = torch.einsum("bs,bsd->bd", new.attention, enc.states)
     i_r, i_z, i_n = (decoder.input(e) + decoder.input_context(context)).chunk(3, -1)
@@ -85,7 +85,7 @@ def test_teacher_forcing_equals_stepping(decoder_class):
         forced = decoder(embedded, state)
         steps = []
         for t in range(3):
-            features, state = decoder.step(embedded[:, t], state)
+            features, state = decoder.step(decoder.word_inputs(embedded[:, t]), state)
             steps.append(features)
     assert_close(forced, torch.stack(steps, 1))
 
@@ -107,8 +107,9 @@ def test_beams_of_a_sentence_share_its_attention_memory():
     state = decoder.init_state(encoded())
     e = torch.randn(B, E)
     with torch.no_grad():
-        alone, _ = decoder.step(e, state)
+        alone, _ = decoder.step(decoder.word_inputs(e), state)
         beams, _ = decoder.step(
-            e.repeat_interleave(3, 0), state.reorder(torch.arange(B).repeat_interleave(3))
+            decoder.word_inputs(e.repeat_interleave(3, 0)),
+            state.reorder(torch.arange(B).repeat_interleave(3)),
         )
     assert_close(beams, alone.repeat_interleave(3, 0))

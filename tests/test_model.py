@@ -100,6 +100,20 @@ def test_sequence_loss_in_bf16_matches_float32():
     assert_close(upcast, reference, rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize("decoder", ["attention", "context"])
+def test_a_step_over_step_tables_is_the_step_over_those_columns(decoder):
+    model = tiny_model(decoder=decoder)
+    batch = toy_batch()
+    columns = torch.tensor([1, 3, 14, 15, 16, 21, 30])
+    tables = model.step_tables(columns)
+    with torch.no_grad():
+        state = model.init_state(model.encode(batch.src_ids, batch.src_lengths))
+        plain, plain_state = model.decode_step(torch.tensor([2, 14, 21]), state)
+        looked_up, new_state = model.decode_step(torch.tensor([7, 2, 5]), state, tables)  # 7: BOS
+    assert_close(new_state.hidden, plain_state.hidden)
+    assert_close(looked_up, plain[:, columns].log_softmax(-1))  # renormalised over the columns
+
+
 @pytest.mark.parametrize("int8", [False, True])
 def test_the_output_layer_over_columns_is_those_columns_of_the_output(int8):
     model = tiny_model().float()
@@ -108,4 +122,4 @@ def test_the_output_layer_over_columns_is_those_columns_of_the_output(int8):
     columns = torch.tensor([1, 3, 7, 30])
     features = torch.randn(5, 8)
     expected = model.output(features)[:, columns]
-    assert torch.allclose(model.output_layer(columns)(features), expected, atol=1e-6)
+    assert torch.allclose(model.step_tables(columns).output(features), expected, atol=1e-6)

@@ -31,7 +31,7 @@ class ScriptedModel(torch.nn.Module):
     def init_state(self, encoded):
         return DecoderState(hidden=torch.zeros(encoded.size(0), 1))
 
-    def decode_step(self, prev_ids, state, output=None):
+    def decode_step(self, prev_ids, state, tables=None):
         log_probs = torch.full((len(prev_ids), 6), -1e9)
         for row, prev in enumerate(prev_ids.tolist()):
             for word, p in self.TABLE[prev].items():
