@@ -232,7 +232,7 @@ class AttentionDecoder(nn.Module):
         """The context's projections [R, 3H + 2L] and weights α_i [R, S] from h_{i-1}."""
         query = self.query(state.hidden).to(state.keys.dtype)
         query = query.unflatten(0, (state.keys.size(0), -1))  # [B, beams, A]
-        hidden = torch.tanh(state.keys[:, None] + query[:, :, None])  # [B, beams, S, A]
+        hidden = (state.keys[:, None] + query[:, :, None]).tanh_()  # [B, beams, S, A], one buffer
         if torch.is_autocast_enabled(hidden.device.type):
             # in hidden's own dtype: autocast would copy search's float32 [B, beams, S, A]
             # to bf16 for this product (copy + product: 600 -> 420 ms of a ~4 s search, measured)
