@@ -38,9 +38,12 @@ def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
         The new state [B, n].
     """
     n = hidden.shape[-1]
+    # split, not slices: a slice's backward fills a zero tensor of the whole input
+    gates_in, candidate_in = input_gates.split([2 * n, n], dim=-1)
+    gates_h, candidate_h = hidden_gates.split([2 * n, n], dim=-1)
     # both gates in one add and one sigmoid; lerp is h̃ + z ⊙ (h - h̃) in one kernel
-    reset, update = torch.sigmoid(input_gates[:, : 2 * n] + hidden_gates[:, : 2 * n]).chunk(2, -1)
-    candidate = torch.tanh(input_gates[:, 2 * n :] + reset * hidden_gates[:, 2 * n :])
+    reset, update = torch.sigmoid(gates_in + gates_h).chunk(2, -1)
+    candidate = torch.tanh(candidate_in + reset * candidate_h)
     dtype = torch.promote_types(candidate.dtype, hidden.dtype)  # lerp does not promote
     return torch.lerp(candidate.to(dtype), hidden.to(dtype), update.to(dtype))
 

@@ -98,8 +98,10 @@ def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
         return layer(x)
     flat = x.flatten(0, -2)
     rows = flat.shape[0]
-    out = layer(nn.functional.pad(flat, (0, 0, 0, -rows % ROW_BLOCK)))
-    return out[:rows].unflatten(0, x.shape[:-1])
+    padding = -rows % ROW_BLOCK
+    out = layer(nn.functional.pad(flat, (0, 0, 0, padding)))
+    # split, not a slice: a slice's backward fills a zero tensor of the whole output
+    return out.split([rows, padding])[0].unflatten(0, x.shape[:-1])
 
 
 def maxout(x: Tensor) -> Tensor:
