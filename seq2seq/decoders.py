@@ -3,8 +3,9 @@
 Both expose `init_state(encoder_output)`, `word_inputs(embedded)` (a target
 word's share of a step, which search can compute once per word) and one
 `step(word_inputs, state)` that teacher forcing and search share; `forward`
-runs the steps over a whole target. Each returns pre-softmax features of size `maxout_size`; the
-model owns the output matrix (so it can be tied to the embeddings).
+runs the steps over a whole target. Each returns pre-softmax features of
+size `maxout_size`; the model owns the output matrix (so it can be tied to
+the embeddings).
 """
 
 from __future__ import annotations
