@@ -73,7 +73,9 @@ class TrainConfig:
     optimizer: str = _choice("adam", "adadelta")
     lr: float = _positive(0.001)
     clip_norm: float = _at_least(1.0, 0)  # 0 turns clipping off
-    schedule: str = _choice("plateau", "constant", "warmup_decay")
+    # warmup_decay: warm-up, then inverse-sqrt decay; linear_decay: warm-up, then
+    # linear decay to 0 at max_steps (a run of known length)
+    schedule: str = _choice("plateau", "constant", "warmup_decay", "linear_decay")
     warmup_steps: int = _at_least(1000, 0)
     plateau_factor: float = field(default=0.5, metadata={"min": 0, "max": 1})
     plateau_patience: int = _at_least(2, 0)
@@ -178,6 +180,10 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "model.tie_embeddings needs model.maxout_size == model.emb_size "
             f"({model.maxout_size} != {model.emb_size})"
+        )
+    if config.train.schedule == "linear_decay" and not config.train.max_steps:
+        raise ConfigError(
+            "train.schedule=linear_decay needs train.max_steps (where the rate reaches 0)"
         )
     return config
 

@@ -107,7 +107,7 @@ def make_optimizer(model: Seq2Seq, train: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
-    """constant, plateau (on dev BLEU) or warm-up then inverse-sqrt decay."""
+    """constant, plateau (on dev BLEU), or warm-up then inverse-sqrt or linear decay."""
     if train.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=train.plateau_factor, patience=train.plateau_patience
@@ -116,6 +116,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
         warmup = max(train.warmup_steps, 1)
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1)))
+        )
+    if train.schedule == "linear_decay":  # 1 at the end of warm-up, 0 at max_steps
+        warmup, end = max(train.warmup_steps, 1), train.max_steps
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: min((s + 1) / warmup, max(end - s, 0) / max(end - warmup, 1)),
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 

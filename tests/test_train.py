@@ -12,7 +12,7 @@ from helpers import free_port
 from seq2seq.checkpoint import load_file
 from seq2seq.config import ConfigError, load_config
 from seq2seq.runs import RunFolderError
-from seq2seq.train import Trainer
+from seq2seq.train import Trainer, make_scheduler
 
 
 def last_checkpoint(run_dir):
@@ -151,6 +151,22 @@ def test_adadelta_and_warmup_schedule_train(tiny_config, tmp_path):
     # warm-up to step 5, then lr * sqrt(5 / (s + 1)): after 8 steps sqrt(5 / 9)
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(math.sqrt(5 / 9))
     assert "square_avg" in checkpoint["optimizer"]["state"][0]  # Adadelta's own state
+
+
+def test_linear_decay_warms_up_then_falls_to_zero_at_max_steps():
+    settings = ["train.schedule=linear_decay", "train.warmup_steps=4", "train.max_steps=10"]
+    config = load_config("tiny", settings)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = make_scheduler(optimizer, config.train)
+    rates = []
+    for _ in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.5, 1.0, 1.5, 2.0, 2.0, 5 / 3, 4 / 3, 1.0, 2 / 3, 1 / 3, 0.0]
+    assert rates == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="needs train.max_steps"):
+        load_config("tiny", ["train.schedule=linear_decay"])
 
 
 def run_child(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
