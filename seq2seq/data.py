@@ -328,6 +328,19 @@ def token_batches(
         yield batch
 
 
+def split_by_length(order: list[int], lengths: list[int], parts: int) -> list[list[int]]:
+    """Cut `order` into at most `parts` contiguous runs of about equal total length."""
+    total = sum(lengths[i] for i in order)
+    runs: list[list[int]] = [[]]
+    done = 0
+    for i in order:
+        if runs[-1] and len(runs) < parts and done >= total * len(runs) / parts:
+            runs.append([])
+        runs[-1].append(i)
+        done += lengths[i]
+    return runs if runs[0] else []
+
+
 def make_batches(
     src_lengths: list[int],
     tgt_lengths: list[int],

@@ -15,6 +15,7 @@ from seq2seq.data import (
     read_folder,
     read_moses,
     read_tsv,
+    split_by_length,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -137,3 +138,13 @@ def test_a_missing_relative_path_is_named_as_missing(tmp_path, monkeypatch):
     monkeypatch.setattr("seq2seq.data._hub_reachable", lambda: False)
     with pytest.raises(DataError, match="no such file or folder"):
         next(read_hub("data/nope-de-en", "train", "de", "en"))
+
+
+def test_split_by_length_cuts_runs_of_about_equal_total_length():
+    lengths = [1, 1, 1, 1, 1, 5, 2, 2]
+    assert split_by_length([0, 1, 2, 3, 4, 5], lengths, 2) == [[0, 1, 2, 3, 4], [5]]
+    runs = split_by_length(list(range(8)), lengths, 3)
+    assert [i for run in runs for i in run] == list(range(8)) and len(runs) == 3
+    assert split_by_length([7, 6], lengths, 5) == [[7], [6]]  # no more runs than items
+    assert split_by_length([3, 1], lengths, 1) == [[3, 1]]
+    assert split_by_length([], lengths, 2) == []

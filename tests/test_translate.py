@@ -47,13 +47,15 @@ def test_in_parallel_maps_in_order_on_one_thread_each_and_restores_threads(two_t
     assert list(translate.in_parallel(lambda x: torch.get_num_threads(), [5])) == [2]
 
 
-@pytest.mark.parametrize("beam", [1, 2])
+@pytest.mark.parametrize("beam, batch_tokens", [(1, 8), (2, 8), (2, 10_000)])
 def test_batches_searched_side_by_side_give_the_one_by_one_output(
-    translator, beam, two_threads, monkeypatch
+    translator, beam, batch_tokens, two_threads, monkeypatch
 ):
-    side_by_side = translator.translate(LINES * 3, beam=beam, nbest=beam, batch_tokens=8)
+    lines = LINES * 6  # 24 sentences: a share of 12 for each thread
+    side_by_side = translator.translate(lines, beam=beam, nbest=beam, batch_tokens=batch_tokens)
     monkeypatch.setattr(translate, "in_parallel", lambda function, items: map(function, items))
-    in_turn = translator.translate(LINES * 3, beam=beam, nbest=beam, batch_tokens=8)
+    monkeypatch.setattr(translate, "split_by_length", lambda order, lengths, parts: [order])
+    in_turn = translator.translate(lines, beam=beam, nbest=beam, batch_tokens=batch_tokens)
     assert [t.texts for t in side_by_side] == [t.texts for t in in_turn]
     scores = [s for t in side_by_side for s in t.scores]
     assert scores == pytest.approx([s for t in in_turn for s in t.scores], abs=1e-6)
