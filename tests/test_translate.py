@@ -61,6 +61,15 @@ def test_batches_searched_side_by_side_give_the_one_by_one_output(
     assert scores == pytest.approx([s for t in in_turn for s in t.scores], abs=1e-6)
 
 
+def test_pairs_scored_side_by_side_score_as_in_turn(translator, two_threads, monkeypatch):
+    src = translator.encode_sources(["der hund", "ein mann läuft im park", "katze"] * 8)
+    tgt = translator.tgt.encode(["the dog", "a man runs in-the park", "cat"] * 8)
+    side_by_side = translator.score_ids(src, tgt, batch_tokens=30)
+    monkeypatch.setattr(translate, "in_parallel", lambda function, items: map(function, items))
+    monkeypatch.setattr(translate, "split_by_length", lambda order, lengths, parts: [order])
+    assert side_by_side == pytest.approx(translator.score_ids(src, tgt, batch_tokens=30), abs=1e-5)
+
+
 def test_stream_reads_in_chunks_and_keeps_order(translator, monkeypatch):
     monkeypatch.setattr(translate, "CHUNK_LINES", 2)
     streamed = [t.texts[0] for t in translator.translate_stream(iter(LINES), beam=1)]
