@@ -244,7 +244,7 @@ class Translator:
         The one scoring path: dev loss, `score-phrases` and sentence-pair
         scoring all use it. Pairs are sorted by length and batched by tokens
         (on a CPU, batches are scored side by side: 1,000 test_2016 pairs at
-        4,000 tokens a batch, 2 cores: 1.28x as fast, measured).
+        1,500 tokens a batch, 2 cores: 1.25x as fast, measured).
         """
         order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
         src_lengths = [len(s) + 1 for s in src_ids]  # EOS included
@@ -320,7 +320,8 @@ def in_parallel(function: Callable, items: list) -> Iterable:
 
     A search step is ~60 small operations, and one split over two threads pays
     a fork and a join for each; two searches side by side, one thread each,
-    finish sooner (1,000 sentences, beam 5, 2 cores: 14 % less time, measured).
+    finish sooner (1,000 sentences, beam 5, 2 cores: bf16 0.65x the time, fp32
+    0.90x, measured).
     """
     threads = torch.get_num_threads()
     workers = min(threads, len(items))
