@@ -157,7 +157,7 @@ class Ensemble(nn.Module):
     """Several models searched as one: the mean of their next-word log-probabilities.
 
     It has the interface search and scoring use (`encode`, `init_state`,
-    `decode_step`, `score`), so `search.py` needs no change.
+    `step_tables`, `decode_step`, `score`), so `search.py` needs no change.
     """
 
     def __init__(self, models: list[Seq2Seq]) -> None:
