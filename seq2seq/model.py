@@ -26,6 +26,7 @@ from seq2seq.decoders import (
     wide_dtype,
 )
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
+from seq2seq.packed import PackedLinear
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
 
@@ -82,6 +83,8 @@ class Seq2Seq(nn.Module):
     def _output_layer(self, columns: Tensor) -> Callable[[Tensor], Tensor]:
         """The output layer over the target ids `columns` only."""
         layer = self.output
+        if isinstance(layer, PackedLinear):  # bf16 on a CPU: the rows packed once per search
+            return PackedLinear(layer.weight[columns], layer.bias[columns])
         if isinstance(layer, nn.Linear):
             return functools.partial(
                 F.linear, weight=layer.weight[columns], bias=layer.bias[columns]
