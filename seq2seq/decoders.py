@@ -10,6 +10,7 @@ the embeddings).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from seq2seq.cells import gru_step
 from seq2seq.encoders import EncoderOutput
+from seq2seq.stepweight import StepMemory, StepWeight
 
 
 @dataclass
@@ -163,11 +165,15 @@ class ContextDecoder(nn.Module):
         """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
 
         W' e and the output projections run once over all steps; only the
-        recurrence loops.
+        recurrence loops (in training, U' as a StepWeight).
         """
-        hidden, states = state.hidden, []
+        recurrent, hidden = self.recurrent, state.hidden
+        if torch.is_grad_enabled():
+            recurrent = StepWeight(self.recurrent.weight, None)
+            hidden = recurrent.start(hidden)
+        states = []
         for input_gates in linear_rows(self.input, embedded).unbind(1):  # see cells.run_cell
-            hidden = gru_step(input_gates, self.recurrent(hidden) + state.context_gates, hidden)
+            hidden = gru_step(input_gates, recurrent(hidden) + state.context_gates, hidden)
             states.append(hidden)
         hiddens = torch.stack(states, dim=1)  # [B, T, H]
         features = (
@@ -231,9 +237,12 @@ class AttentionDecoder(nn.Module):
             mask=encoded.mask,
         )
 
-    def attend(self, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """The context's projections [R, 3H + 2L] and weights α_i [R, S] from h_{i-1}."""
-        query = self.query(state.hidden).to(state.keys.dtype)
+    def attend(
+        self, state: DecoderState, query: Tensor, mix: StepMemory | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The context's projections [R, 3H + 2L] and weights α_i [R, S] from the
+        query W_a h_{i-1} [R, A]; `mix` multiplies the weights by the values in training."""
+        query = query.to(state.keys.dtype)
         query = query.unflatten(0, (state.keys.size(0), -1))  # [B, beams, A]
         hidden = (state.keys[:, None] + query[:, :, None]).tanh_()  # [B, beams, S, A], one buffer
         if torch.is_autocast_enabled(hidden.device.type):
@@ -246,17 +255,45 @@ class AttentionDecoder(nn.Module):
         energies = full_precision(energies.squeeze(-1))
         energies = energies.masked_fill(~state.mask[:, None], float("-inf"))
         weights = torch.softmax(energies, dim=-1)  # [B, beams, S]
-        mixed = torch.bmm(weights, state.values)  # [B, beams, 3H + 2L]
+        # [B, beams, 3H + 2L]
+        mixed = torch.bmm(weights, state.values) if mix is None else mix(weights)
         return mixed.flatten(0, 1), weights.flatten(0, 1)
 
-    def _advance(self, input_gates: Tensor, state: DecoderState) -> tuple[DecoderState, Tensor]:
-        """Attend with h_{i-1}, then one GRU step: the state with h_i, and O_c c_i."""
-        mixed, weights = self.attend(state)
+    def _advance(
+        self,
+        input_gates: Tensor,
+        state: DecoderState,
+        hidden_gates: Tensor,
+        query: Tensor,
+        mix: StepMemory | None = None,
+    ) -> tuple[DecoderState, Tensor]:
+        """Attend with h_{i-1}, then one GRU step: the state with h_i, and O_c c_i.
+
+        hidden_gates: U h_{i-1} + b_U [R, 3H]; query: W_a h_{i-1} + b_a [R, A].
+        """
+        mixed, weights = self.attend(state, query, mix)
         context_gates, context_out = mixed.split(
             [input_gates.size(-1), mixed.size(-1) - input_gates.size(-1)], -1
         )
-        hidden = gru_step(input_gates + context_gates, self.recurrent(state.hidden), state.hidden)
+        hidden = gru_step(input_gates + context_gates, hidden_gates, state.hidden)
         return replace(state, hidden=hidden, attention=weights), context_out
+
+    def _loop(
+        self, state: DecoderState
+    ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], StepMemory | None, DecoderState]:
+        """For a loop over steps: h_{i-1} -> (U h_{i-1} + b_U, W_a h_{i-1} + b_a), the
+        mix of the values, and the state to start from. Training multiplies by
+        [U; W_a] as one StepWeight and mixes the values as a StepMemory."""
+        if not torch.is_grad_enabled():
+            return lambda hidden: (self.recurrent(hidden), self.query(hidden)), None, state
+        layer = StepWeight(
+            torch.cat([self.recurrent.weight, self.query.weight]),
+            torch.cat([self.recurrent.bias, self.query.bias]),
+        )
+        mix = StepMemory(state.values)
+        sizes = [self.recurrent.weight.size(0), self.query.weight.size(0)]
+        state = replace(state, hidden=mix.start(layer.start(state.hidden)))
+        return lambda hidden: layer(hidden).split(sizes, -1), mix, state
 
     def word_inputs(self, embedded: Tensor) -> Tensor:
         """[..., E] -> [..., 3H + 2L]: the previous word's terms W e (the GRU's) and O_y e."""
@@ -265,7 +302,8 @@ class AttentionDecoder(nn.Module):
     def step(self, word_inputs: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """word_inputs [R, 3H + 2L] (of the previous target word) -> features [R, L], new state."""
         input_gates, embedded_out = word_inputs.tensor_split([3 * state.hidden.size(-1)], dim=-1)
-        state, context_out = self._advance(input_gates, state)
+        hidden_gates, query = self.recurrent(state.hidden), self.query(state.hidden)
+        state, context_out = self._advance(input_gates, state, hidden_gates, query)
         features = self.out_hidden(state.hidden) + embedded_out + context_out
         return self.dropout(maxout(features)), state
 
@@ -273,11 +311,14 @@ class AttentionDecoder(nn.Module):
         """Teacher forcing: embedded [B, T, E] -> features [B, T, L].
 
         Only attention and the recurrence loop; the input and output
-        projections run once over all steps (larger, faster matrix products).
+        projections run once over all steps (larger, faster matrix products),
+        and in training U and W_a are one StepWeight, the values a StepMemory.
         """
+        hidden_products, mix, state = self._loop(state)
         hiddens, context_outs = [], []
         for input_gates in linear_rows(self.input, embedded).unbind(1):  # see cells.run_cell
-            state, context_out = self._advance(input_gates, state)
+            hidden_gates, query = hidden_products(state.hidden)
+            state, context_out = self._advance(input_gates, state, hidden_gates, query, mix)
             hiddens.append(state.hidden)
             context_outs.append(context_out)
         features = (

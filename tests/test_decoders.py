@@ -113,3 +113,34 @@ def test_beams_of_a_sentence_share_its_attention_memory():
             state.reorder(torch.arange(B).repeat_interleave(3)),
         )
     assert_close(beams, alone.repeat_interleave(3, 0))
+
+
+@pytest.mark.parametrize("decoder_class", [ContextDecoder, AttentionDecoder])
+def test_teacher_forcing_gradients_equal_those_of_stepping(decoder_class, float64):
+    # forward multiplies the recurrent weights' gradients out once (StepWeight);
+    # step is plain autograd: every parameter's gradient must agree
+    torch.manual_seed(4)
+    if decoder_class is ContextDecoder:
+        decoder = ContextDecoder(E, D, H, L, dropout=0.0).double()
+    else:
+        decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).double()
+    enc = encoded()
+    enc = EncoderOutput(enc.states.double().requires_grad_(), enc.mask, enc.summary.double())
+    embedded = torch.randn(B, 4, E, requires_grad=True)
+    weights = torch.randn(B, 4, L)
+
+    def gradients(features: torch.Tensor) -> list[torch.Tensor]:
+        (features * weights).sum().backward()
+        grads = [p.grad.clone() for p in decoder.parameters()] + [embedded.grad, enc.states.grad]
+        for tensor in [*decoder.parameters(), embedded, enc.states]:
+            tensor.grad = None
+        return grads
+
+    forced = gradients(decoder(embedded, decoder.init_state(enc)))
+    state, steps = decoder.init_state(enc), []
+    for t in range(4):
+        features, state = decoder.step(decoder.word_inputs(embedded[:, t]), state)
+        steps.append(features)
+    stepped = gradients(torch.stack(steps, 1))
+    for ours, theirs in zip(forced, stepped):
+        assert_close(ours, theirs)
