@@ -73,7 +73,8 @@ class Translator:
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Translator:
-        """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16).
+        """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16,
+        packed once for oneDNN on a CPU: `packed.py`).
 
         An int8 file (`export --int8`) runs its Linear layers as dynamic int8;
         a file with a shortlist (`export --shortlist`) searches with it.
