@@ -21,11 +21,13 @@ class _SharedOperand:
     """One operand of a product made at every step of one forward pass.
 
     `start(first)` gives the loop's first state: every step's input must depend on it.
+    One forward pass, one backward pass.
     """
 
     def __init__(self, *shared: Tensor | None) -> None:
         self.shared = shared
         self.pairs: list[tuple[Tensor, Tensor]] = []
+        self.gathered_already = False
         device = shared[0].device.type
         dtype = shared[0].dtype
         if torch.is_autocast_enabled(device):  # cast once, not at every step
@@ -101,6 +103,8 @@ class _Step(Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
+        if ctx.owner.gathered_already:  # a second backward pass: its gradient would be lost
+            raise RuntimeError("a step's backward ran after the gradients were gathered")
         grad = grad.to(ctx.owner.dtype)
         ctx.owner.pairs.append((x, grad))
         return ctx.owner.input_gradient(grad).to(ctx.dtype), None
@@ -115,6 +119,7 @@ class _Gather(Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         pairs, ctx.owner.pairs = ctx.owner.pairs, []
+        ctx.owner.gathered_already = True
         if not pairs:
             return grad, None, *[None] * len(ctx.dtypes)
         gathered = ctx.owner.gathered([x for x, _ in pairs], [g for _, g in pairs])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
@@ -63,3 +64,11 @@ def test_without_gradients_a_step_weight_is_a_plain_product():
         layer = StepWeight(weight, bias)
         assert layer.start(first).equal(first)
         assert_close(layer(first), F.linear(first, weight, bias))
+
+
+def test_a_step_weight_serves_one_backward_pass_and_refuses_a_second():
+    layer = StepWeight(torch.randn(3, 3, requires_grad=True), None)
+    first = layer.start(torch.randn(2, 3))
+    layer(first).sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="after the gradients were gathered"):
+        layer(first).sum().backward()  # its gradient would be lost, not added
