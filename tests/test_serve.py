@@ -269,3 +269,30 @@ def test_an_unexpected_search_error_is_a_json_500_and_the_server_goes_on():
         second = client.post("/translate", json={"q": "ein hund"})
     assert first.status_code == 500 and first.json() == {"error": "internal error: a bug"}
     assert second.status_code == 200 and second.json() == {"translatedText": "EIN HUND"}
+
+
+def test_freed_heap_memory_goes_back_to_the_system_between_searches(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    import seq2seq.serve as serve
+
+    class Echo:
+        config = SimpleNamespace(
+            data=SimpleNamespace(src="de", tgt="en"), search=SimpleNamespace(beam=5)
+        )
+
+        def translate_lines(self, texts, beam, nbest, batch_tokens):
+            return [SimpleNamespace(texts=[t]) for t in texts]
+
+    serve.release_free_memory()  # a no-op where the C library has no malloc_trim
+    releases = []
+    monkeypatch.setattr(serve, "release_free_memory", lambda: releases.append(1))
+    with TestClient(serve.create_app(Echo(), "echo")) as client:
+        assert client.post("/translate", json={"q": "ein hund"}).status_code == 200
+        assert not releases  # not at once
+        monkeypatch.setattr(serve, "RELEASE_SECONDS", 0.0)
+        for _ in range(3):
+            assert client.post("/translate", json={"q": "ein hund"}).status_code == 200
+    assert len(releases) == 3
