@@ -684,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms",
         type=_number(float, 0),
         default=10.0,
-        help="how long a batch waits for more requests",
+        help="how long a batch waits at most for more requests (it starts as soon as as many "
+        "requests have come as the last batch had)",
     )
     p.add_argument(
         "--no-batching", action="store_true", help="one request at a time (for comparison)"

@@ -1,8 +1,9 @@
 """`seq2seq serve`: a LibreTranslate-compatible HTTP API and a web page, batching requests.
 
 The model is loaded once. Requests that arrive together are merged into one
-batched search: each request's texts go into a queue, a collector waits a
-few milliseconds for more (up to a token budget), and one worker thread runs
+batched search: each request's texts go into a queue, a collector takes all
+that wait and waits a few milliseconds for more (until as many requests as
+the last search had, or a token budget), and one worker thread runs
 the search off the event loop; each answer goes back to its own request.
 
 API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
@@ -60,7 +61,7 @@ class ServeOptions:
     char_limit: int = 5000  # characters of all of a request's texts together
     batch_limit: int = 64  # texts in one request
     max_queue: int = 256  # requests waiting; more get 503
-    batch_wait: float = 0.01  # seconds the collector waits for more requests
+    batch_wait: float = 0.01  # seconds the collector waits at most for more requests
     batch_tokens: int = 6000  # source tokens x beam that one merged search may hold
     batching: bool = True  # False: one request at a time (for comparison)
 
@@ -120,14 +121,24 @@ class Batcher:
         loop = asyncio.get_running_loop()
         beam = self.options.beam or self.translator.config.search.beam
         budget = self.options.batch_tokens // beam
+        # requests in the last search: under steady load its clients come back
+        # together, so the wait ends when as many have come (measured: half the
+        # idle time between searches at 16 clients) and a lone client never waits
+        expected = 1
         while True:
             jobs = [await self.queue.get()]
             deadline = loop.time() + self.options.batch_wait
             while self.options.batching and sum(j.tokens for j in jobs) < budget:
+                if not self.queue.empty():
+                    jobs.append(self.queue.get_nowait())
+                    continue
+                if len(jobs) >= expected:
+                    break
                 try:
                     jobs.append(await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
                 except TimeoutError:
                     break
+            expected = len(jobs)
             try:
                 await loop.run_in_executor(self.worker, self._search, jobs)
             except Exception as error:  # a bug must not end the server; answer each request

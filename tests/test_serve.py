@@ -1,5 +1,6 @@
 """The server, over real HTTP against a running `seq2seq serve`, and its page in Chromium."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import free_port
@@ -26,6 +28,21 @@ SENTENCES = [
     "Eine Frau singt auf einer Bühne.",
     "Ein Mann fährt mit dem Fahrrad.",
 ]
+
+
+class Echo:
+    """A translator without a model: each text is its own translation; records the searches."""
+
+    config = SimpleNamespace(
+        data=SimpleNamespace(src="de", tgt="en"), search=SimpleNamespace(beam=5)
+    )
+
+    def __init__(self) -> None:
+        self.searches: list[int] = []  # texts per search
+
+    def translate_lines(self, texts, beam, nbest, batch_tokens):
+        self.searches.append(len(texts))
+        return [SimpleNamespace(texts=[t]) for t in texts]
 
 
 class Server:
@@ -246,16 +263,11 @@ def test_the_page_in_a_real_browser(server, tmp_path):
 
 
 def test_an_unexpected_search_error_is_a_json_500_and_the_server_goes_on():
-    from types import SimpleNamespace
-
     from fastapi.testclient import TestClient
 
     from seq2seq.serve import create_app
 
-    class Broken:
-        config = SimpleNamespace(
-            data=SimpleNamespace(src="de", tgt="en"), search=SimpleNamespace(beam=5)
-        )
+    class Broken(Echo):
         calls = 0
 
         def translate_lines(self, texts, beam, nbest, batch_tokens):
@@ -272,19 +284,9 @@ def test_an_unexpected_search_error_is_a_json_500_and_the_server_goes_on():
 
 
 def test_freed_heap_memory_goes_back_to_the_system_between_searches(monkeypatch):
-    from types import SimpleNamespace
-
     from fastapi.testclient import TestClient
 
     import seq2seq.serve as serve
-
-    class Echo:
-        config = SimpleNamespace(
-            data=SimpleNamespace(src="de", tgt="en"), search=SimpleNamespace(beam=5)
-        )
-
-        def translate_lines(self, texts, beam, nbest, batch_tokens):
-            return [SimpleNamespace(texts=[t]) for t in texts]
 
     serve.release_free_memory()  # a no-op where the C library has no malloc_trim
     releases = []
@@ -297,3 +299,26 @@ def test_freed_heap_memory_goes_back_to_the_system_between_searches(monkeypatch)
         for _ in range(3):
             assert client.post("/translate", json={"q": "ein hund"}).status_code == 200
     assert len(releases) == 3
+
+
+def test_a_batch_waits_for_as_many_requests_as_the_last_one_had():
+    from seq2seq.serve import Batcher, ServeOptions
+
+    async def scenario(echo: Echo) -> None:
+        batcher = Batcher(echo, ServeOptions(batch_wait=3600.0))
+        batcher.start()
+        ask = batcher.translate
+        # a lone request does not wait (the last search had none to wait for)
+        assert (await asyncio.wait_for(ask(["a"], 1), 10))[0].texts == ["a"]
+        # three queued together: one search takes them all
+        await asyncio.wait_for(asyncio.gather(ask(["b"], 1), ask(["c"], 1), ask(["d"], 1)), 10)
+        # two come, the third later: the search waits for it (not the hour of batch_wait)
+        first = asyncio.gather(ask(["e"], 1), ask(["f"], 1))
+        await asyncio.sleep(0.3)
+        last = await asyncio.wait_for(asyncio.gather(first, ask(["g"], 1)), 10)
+        assert [r[0].texts for r in last[0]] == [["e"], ["f"]] and last[1][0].texts == ["g"]
+        await batcher.stop()
+
+    echo = Echo()
+    asyncio.run(scenario(echo))
+    assert echo.searches == [1, 3, 3]
