@@ -428,39 +428,53 @@ def bench_serve(args: argparse.Namespace) -> None:
     print(
         f"model {args.model} ({args.dtype}), beam from the model, requests of 1-5 test_2016 "
         "sentences, "
-        f"{args.requests} requests per client count, 2 server threads, clients on the same machine"
+        f"{args.requests} requests a run, {args.runs} runs per client count (batching on and off "
+        "alternating), 2 server threads, clients on the same machine"
     )
-    for batching in (True, False):
-        port = 5400 + batching
-        options = ["--dtype", args.dtype, *([] if batching else ["--no-batching"])]
-        process = start_server(args.model, port, *options)
-        try:
+    # both servers run at once and the loads alternate, so that each ratio compares
+    # the two in the same phase of the machine (its speed drifts by minutes)
+    servers: dict[bool, tuple[int, subprocess.Popen]] = {}
+    try:
+        for batching in (True, False):
+            port = 5400 + batching
+            options = ["--dtype", args.dtype, *([] if batching else ["--no-batching"])]
+            servers[batching] = port, start_server(args.model, port, *options)
             load(port, make(20), 4)  # warm up
-            for clients in args.clients:
-                result = load(port, make(args.requests), clients)
-                print(
-                    f"  batching {'on ' if batching else 'off'} {clients:3d} clients: "
-                    f"{result['sentences/s']:6.1f} sentences/s, p50 {result['p50']:.2f} s, "
-                    f"p95 {result['p95']:.2f} s, p99 {result['p99']:.2f} s, "
-                    f"{result['errors']} errors, peak RSS {rss_mib(process.pid, 'VmHWM'):.0f} MiB"
-                )
-            if batching and args.long:
-                samples: list[float] = []
-                pid = process.pid
-                result = load(
-                    port,
-                    make(args.long),
-                    16,
-                    lambda done, pid=pid, samples=samples: (
-                        samples.append(rss_mib(pid)) if done % 1000 == 0 else None
-                    ),
-                )
-                print(
-                    f"  {args.long:,} requests from 16 clients: {result['errors']} errors, "
-                    f"RSS every 1,000 requests (MiB): {' '.join(f'{x:.0f}' for x in samples)}; "
-                    f"last / first {samples[-1] / samples[0]:.3f}"
-                )
-        finally:
+        for clients in args.clients:
+            rates: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.runs):
+                requests = make(args.requests)  # the same requests for both servers
+                for batching, (port, process) in servers.items():
+                    result = load(port, requests, clients)
+                    rates[batching].append(result["sentences/s"])
+                    print(
+                        f"  batching {'on ' if batching else 'off'} {clients:3d} clients: "
+                        f"{result['sentences/s']:6.1f} sentences/s, p50 {result['p50']:.2f} s, "
+                        f"p95 {result['p95']:.2f} s, p99 {result['p99']:.2f} s, "
+                        f"{result['errors']} errors, peak RSS "
+                        f"{rss_mib(process.pid, 'VmHWM'):.0f} MiB"
+                    )
+            on, off = (statistics.median(rates[b]) for b in (True, False))
+            print(
+                f"  {clients} clients, median of {args.runs}: {on:.1f} against {off:.1f} "
+                f"sentences/s one request at a time, {on / off:.2f}x"
+            )
+        if args.long:
+            port, process = servers[True]
+            samples: list[float] = []
+            result = load(
+                port,
+                make(args.long),
+                16,
+                lambda done: samples.append(rss_mib(process.pid)) if done % 1000 == 0 else None,
+            )
+            print(
+                f"  {args.long:,} requests from 16 clients: {result['errors']} errors, "
+                f"RSS every 1,000 requests (MiB): {' '.join(f'{x:.0f}' for x in samples)}; "
+                f"last / first {samples[-1] / samples[0]:.3f}"
+            )
+    finally:
+        for _, process in servers.values():
             process.send_signal(2)
             process.wait(timeout=60)
 
@@ -749,6 +763,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200, help="requests per client count")
     p.add_argument("--long", type=int, default=10_000, help="requests of the RSS run (0: none)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="the server's")
+    p.add_argument("--runs", type=int, default=3, help="alternating loads per client count")
     p.add_argument(
         "--ceiling",
         type=int,

@@ -9,7 +9,7 @@ the search off the event loop; each answer goes back to its own request.
 API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
 target, format, alternatives), `GET /languages`, `GET /health`, `GET /` (the
 page), `GET /docs` (OpenAPI). Errors are `{"error": "..."}` with 400, 413 or
-503 (with Retry-After), never a 200.
+503 (with Retry-After), never a 200. Any origin may call the API (CORS).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from seq2seq.translate import Translation, Translator
 
 try:
     from fastapi import FastAPI, Request
+    from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import FileResponse, JSONResponse
     from starlette.exceptions import HTTPException
 except ImportError:  # the optional `serve` extra
@@ -205,6 +206,15 @@ def create_app(translator: Translator, name: str, options: ServeOptions | None =
         await batcher.stop()
 
     app = FastAPI(title="seq2seq", summary=f"{name}: {src} -> {tgt}", lifespan=lifespan)
+    # any origin may call the API, as LibreTranslate allows: browser extensions and web
+    # pages elsewhere are its clients, and the server keeps no cookies or credentials
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=86400,
+    )
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):

@@ -161,6 +161,30 @@ def test_languages_health_docs_and_unknown_paths(server):
     assert status == 404 and "error" in answer
 
 
+def test_pages_of_other_origins_may_call_the_api(server):
+    origin = {"Origin": "https://example.org"}
+    preflight = urllib.request.Request(
+        server.url + "/translate",
+        method="OPTIONS",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    with urllib.request.urlopen(preflight, timeout=60) as answer:
+        assert answer.status == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in answer.headers["Access-Control-Allow-Methods"]
+    body = json.dumps({"q": SENTENCES[0], "source": "de", "target": "en"}).encode()
+    call = urllib.request.Request(
+        server.url + "/translate", body, {**origin, "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(call, timeout=60) as answer:
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "translatedText" in json.loads(answer.read())
+
+
 def test_concurrent_requests_each_get_their_own_answer(server):
     alone = [post(server, {"q": s, "source": "de", "target": "en"})[1] for s in SENTENCES]
     answers = [None] * 16
