@@ -310,9 +310,10 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from seq2seq.serve import ServeOptions, serve
+    from seq2seq.serve import ServeOptions, check_address, serve
     from seq2seq.translate import Translator
 
+    check_address(args.host, args.port)  # before the model's seconds of loading
     model = Path(args.model or DEFAULT_MODEL)
     translator = Translator.from_file(model, args.device, args.dtype)
     if args.no_shortlist:

@@ -21,13 +21,14 @@ import functools
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seq2seq.errors import MissingDependencyError
+from seq2seq.errors import MissingDependencyError, Seq2SeqError
 from seq2seq.translate import Translation, Translator
 
 try:
@@ -340,6 +341,23 @@ def _count(value, name: str) -> int:
     if not 0 <= count <= 10:
         raise RequestError(400, f"Invalid request: {name} must be between 0 and 10")
     return count
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, before the model is loaded, an address the server could not listen on.
+
+    Raises:
+        Seq2SeqError: the port is in use or the host is not this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        raise Seq2SeqError(
+            f"cannot listen on {host}:{port}: {error.strerror or error} (see --host, --port)"
+        ) from None
 
 
 def serve(translator: Translator, name: str, host: str, port: int, options: ServeOptions) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -199,6 +200,19 @@ def test_concurrent_requests_each_get_their_own_answer(server):
         thread.join()
     for i, (status, answer) in enumerate(answers):
         assert status == 200 and answer == alone[i % 4]
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "seq2seq", "serve", "-m", "missing.pt"]
+        result = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr  # not "no such model file"
 
 
 def test_a_full_queue_answers_503_with_retry_after():
