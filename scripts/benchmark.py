@@ -431,8 +431,9 @@ def bench_serve(args: argparse.Namespace) -> None:
         f"{args.requests} requests a run, {args.runs} runs per client count (batching on and off "
         "alternating), 2 server threads, clients on the same machine"
     )
-    # both servers run at once and the loads alternate, so that each ratio compares
-    # the two in the same phase of the machine (its speed drifts by minutes)
+    # both servers run at once and the loads alternate (each first in every other run), so
+    # that each ratio compares the two in the same phase of the machine (its speed drifts
+    # by minutes, and at 1 client the first of a pair measured up to 10 % slower)
     servers: dict[bool, tuple[int, subprocess.Popen]] = {}
     try:
         for batching in (True, False):
@@ -442,9 +443,10 @@ def bench_serve(args: argparse.Namespace) -> None:
             load(port, make(20), 4)  # warm up
         for clients in args.clients:
             rates: dict[bool, list[float]] = {True: [], False: []}
-            for _ in range(args.runs):
+            for run in range(args.runs):
                 requests = make(args.requests)  # the same requests for both servers
-                for batching, (port, process) in servers.items():
+                order = list(servers.items())[:: 1 if run % 2 == 0 else -1]  # who goes first
+                for batching, (port, process) in order:
                     result = load(port, requests, clients)
                     rates[batching].append(result["sentences/s"])
                     print(
