@@ -32,7 +32,7 @@ def tanh_(x: Tensor) -> Tensor:
     own kernel, and there the form would lose precision near 0; training keeps
     torch's tanh, whose backward is one kernel.
     """
-    if x.dtype != torch.float32 or (torch.is_grad_enabled() and x.requires_grad):
+    if x.dtype != torch.float32 or x.requires_grad:
         return x.tanh_()
     return torch.sigmoid(x.mul_(2), out=x).mul_(2).sub_(1)
 
