@@ -365,9 +365,7 @@ def serve(translator: Translator, name: str, host: str, port: int, options: Serv
     try:
         import uvicorn
     except ImportError:
-        raise MissingDependencyError(
-            "the server needs its extra: pip install 'seq2seq[serve]'"
-        ) from None
+        raise MissingDependencyError(NEEDS_EXTRA) from None
     app = create_app(translator, name, options)
     # uvicorn answers the requests in flight, then raises the signal again for the
     # handler it found: a no-op one, so that a SIGTERM stop exits with status 0
