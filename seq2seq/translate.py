@@ -73,8 +73,8 @@ class Translator:
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Translator:
-        """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16,
-        packed once for oneDNN on a CPU: `packed.py`).
+        """Load a model file (or training checkpoint); weights become float32 (bf16 for bf16),
+        packed once for oneDNN on a CPU where that is faster (`packed.py`).
 
         An int8 file (`export --int8`) runs its Linear layers as dynamic int8;
         a file with a shortlist (`export --shortlist`) searches with it.
@@ -111,8 +111,9 @@ class Translator:
             # Under inference mode autocast casts every fp32 weight again at every call
             # (a third of a beam-search step); weights stored in bf16 are cast once.
             model = model.to(torch.bfloat16)
-            if torch.device(device).type == "cpu" and can_pack():
-                pack_linear_layers(model)
+        weights = torch.bfloat16 if dtype == "bf16" else torch.float32
+        if torch.device(device).type == "cpu" and can_pack(weights):
+            pack_linear_layers(model)
         shortlist = None
         if "shortlist" in payload:
             try:

@@ -3,22 +3,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq import packed as packed_module
 from seq2seq.packed import PackedLinear, can_pack, pack_linear_layers
 
-pytestmark = pytest.mark.skipif(not can_pack(), reason="no oneDNN bf16 on this CPU or build")
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
+DTYPES = [
+    torch.float32,
+    pytest.param(
+        torch.bfloat16,
+        marks=pytest.mark.skipif(not can_pack(torch.bfloat16), reason="no oneDNN bf16 here"),
+    ),
+]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_a_packed_layer_computes_the_linear_layer(bias):
+def test_a_packed_layer_computes_the_linear_layer(bias, dtype):
     torch.manual_seed(0)
-    layer = nn.Linear(32, 48, bias=bias).bfloat16()
+    layer = nn.Linear(32, 48, bias=bias).to(dtype)
     packed = PackedLinear(layer.weight, layer.bias)
     with torch.inference_mode():
         for shape in [(5, 32), (3, 7, 32), (0, 32)]:
-            x = torch.randn(shape).bfloat16()
-            assert packed(x).equal(layer(x))
+            x = torch.randn(shape).to(dtype)
+            if dtype == torch.bfloat16:
+                assert packed(x).equal(layer(x))
+            else:  # oneDNN and MKL add up in different orders
+                assert packed(x).allclose(layer(x), atol=1e-5)
         x = torch.randn(4, 32)  # float32 in, as autocast would hand it on
-        assert packed(x).equal(F.linear(x.bfloat16(), layer.weight, layer.bias))
+        assert packed(x).allclose(F.linear(x.to(dtype), layer.weight, layer.bias), atol=1e-5)
+
+
+def test_float32_is_packed_on_amd_cpus_only(monkeypatch):
+    for vendor, packs in [("AuthenticAMD", True), ("GenuineIntel", False), ("", False)]:
+        monkeypatch.setattr(packed_module, "cpu_vendor", lambda vendor=vendor: vendor)
+        assert can_pack(torch.float32) is packs
+    assert not can_pack(torch.float16)
 
 
 def test_pack_linear_layers_replaces_every_linear_layer_and_keeps_its_weights():
@@ -29,8 +48,9 @@ def test_pack_linear_layers_replaces_every_linear_layer_and_keeps_its_weights():
     assert model[0].weight.equal(weights[0]) and model[1][1].weight.equal(weights[1])
 
 
-def test_a_packed_bf16_translator_searches_and_scores_as_the_unpacked_one(
-    tiny_model_file, tiny_prepared, tmp_path, monkeypatch
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_packed_translator_searches_and_scores_as_the_unpacked_one(
+    tiny_model_file, tiny_prepared, tmp_path, monkeypatch, dtype
 ):
     from seq2seq.cli import main
     from seq2seq.translate import Translator
@@ -40,10 +60,12 @@ def test_a_packed_bf16_translator_searches_and_scores_as_the_unpacked_one(
     assert main(["export", str(tiny_model_file), str(short), "--shortlist", *train]) == 0
     texts = ["der hund läuft im park", "ein mann", "zwei frauen sitzen"]
     for path in (tiny_model_file, short):
-        packed = Translator.from_file(path, dtype="bf16")
+        name = "bf16" if dtype == torch.bfloat16 else "fp32"
+        monkeypatch.setattr("seq2seq.translate.can_pack", lambda weights: weights == dtype)
+        packed = Translator.from_file(path, dtype=name)
         assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
-        monkeypatch.setattr("seq2seq.translate.can_pack", lambda: False)
-        plain = Translator.from_file(path, dtype="bf16")
+        monkeypatch.setattr("seq2seq.translate.can_pack", lambda weights: False)
+        plain = Translator.from_file(path, dtype=name)
         monkeypatch.undo()
         assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
         for beam in (1, 3):
