@@ -19,6 +19,7 @@ that its peak memory (max RSS) can be read from the kernel.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -196,16 +197,30 @@ def bench_train(args: argparse.Namespace) -> None:
             f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
             f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
         )
+        if dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            onednn = gemm_gflops(dtype, packed=True)
+            print(
+                f"    oneDNN's fp32 products: {onednn:.0f} GFLOP/s "
+                f"({100 * rate * flops / 1e9 / onednn:.0f}% of that; training runs torch's own)"
+            )
 
 
-def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
-    """GFLOP/s of a size x size matrix product on this process's threads, median of runs."""
+def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5, packed=False) -> float:
+    """GFLOP/s of a size x size matrix product on this process's threads, median of runs:
+    torch's own (`a @ b`), or with `packed` oneDNN's with b packed (as `packed.py` runs
+    search; on AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up
+    product = functools.partial(torch.matmul, a, b)
+    if packed:
+        weight = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous())
+        product = functools.partial(
+            torch.ops.mkldnn._linear_pointwise, a, weight, None, "none", [], ""
+        )
+    product()  # warm-up
     seconds = []
     for _ in range(runs):
         started = time.perf_counter()
-        a @ b
+        product()
         seconds.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(seconds) / 1e9
 
