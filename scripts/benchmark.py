@@ -35,6 +35,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEQ2SEQ_DATA", ROOT.parent / "shared" / "data"))
+# this checkout's package, not the installed one: a copy of an older commit measures that commit
+sys.path.insert(0, str(ROOT))
 
 
 # CPU features that decide which bf16 and int8 paths are fast
@@ -78,7 +80,10 @@ def read_gzip_lines(path: Path) -> list[str]:
 
 
 def seq2seq(*args: str) -> list[str]:
-    return [sys.executable, "-m", "seq2seq", *args]
+    """This checkout's `seq2seq` command (`python -m seq2seq` would run the package of the
+    working directory, or the installed one, whichever checkout the script is in)."""
+    run = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from seq2seq.cli import main; "
+    return [sys.executable, "-c", run + "sys.exit(main(sys.argv[1:]))", *args]
 
 
 # ------------------------------------------------------------------ prepare
