@@ -80,8 +80,8 @@ def read_gzip_lines(path: Path) -> list[str]:
 
 
 def seq2seq(*args: str) -> list[str]:
-    """This checkout's `seq2seq` command (`python -m seq2seq` would run the package of the
-    working directory, or the installed one, whichever checkout the script is in)."""
+    """This checkout's `seq2seq` command. (`python -m seq2seq` would run the package in the
+    working directory, or else the installed one, whichever checkout this script is in.)"""
     run = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from seq2seq.cli import main; "
     return [sys.executable, "-c", run + "sys.exit(main(sys.argv[1:]))", *args]
 
@@ -212,15 +212,14 @@ def bench_train(args: argparse.Namespace) -> None:
 
 def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5, packed=False) -> float:
     """GFLOP/s of a size x size matrix product on this process's threads, median of runs:
-    torch's own (`a @ b`), or with `packed` oneDNN's with b packed (as `packed.py` runs
-    search; on AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512)."""
+    torch's own (`a @ b`), or with `packed` oneDNN's, as search runs it (`PackedLinear`; on
+    AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512)."""
+    from seq2seq.packed import PackedLinear
+
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     product = functools.partial(torch.matmul, a, b)
     if packed:
-        weight = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous())
-        product = functools.partial(
-            torch.ops.mkldnn._linear_pointwise, a, weight, None, "none", [], ""
-        )
+        product = functools.partial(PackedLinear(b.t().contiguous(), None), a)
     product()  # warm-up
     seconds = []
     for _ in range(runs):
