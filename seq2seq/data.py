@@ -301,31 +301,42 @@ def collate(src: list[list[int]], tgt: list[list[int]]) -> Batch:
     )
 
 
+# Training batches hold a multiple of 32 pairs: every product of a decoder step has the
+# batch's pair count as rows, and oneDNN makes (and caches) a primitive per row count;
+# with any count a bf16 run kept making new ones and its memory kept growing (README).
+BATCH_MULTIPLE = 32
+
+
 def token_batches(
     order: list[int],
     budget: int,
     src_lengths: list[int],
     tgt_lengths: list[int] | None = None,
+    multiple: int = 1,
 ) -> Iterator[list[int]]:
     """Cut `order` (indices sorted by length) into batches by padded size.
 
     A batch's padded size is its count x (longest source + longest target);
     it stays within `budget`, except that a longer item gets a batch alone.
-    Used for training, translation (sources only) and forced scoring.
+    A batch of `multiple` items or more holds a multiple of them (the rest
+    starts the next batch), except the last. Used for training, translation
+    (sources only) and forced scoring.
     """
-    batch: list[int] = []
-    max_src = max_tgt = 0
-    for i in order:
-        new_src = max(max_src, src_lengths[i])
-        new_tgt = max(max_tgt, tgt_lengths[i]) if tgt_lengths else 0
-        if batch and (len(batch) + 1) * (new_src + new_tgt) > budget:
-            yield batch
-            batch = []
-            new_src, new_tgt = src_lengths[i], tgt_lengths[i] if tgt_lengths else 0
-        batch.append(i)
-        max_src, max_tgt = new_src, new_tgt
-    if batch:
-        yield batch
+    start = 0
+    while start < len(order):
+        end, max_src, max_tgt = start, 0, 0
+        while end < len(order):
+            i = order[end]
+            new_src = max(max_src, src_lengths[i])
+            new_tgt = max(max_tgt, tgt_lengths[i]) if tgt_lengths else 0
+            if end > start and (end - start + 1) * (new_src + new_tgt) > budget:
+                break
+            max_src, max_tgt, end = new_src, new_tgt, end + 1
+        count = end - start
+        if end < len(order) and count >= multiple:
+            count -= count % multiple
+        yield order[start : start + count]
+        start += count
 
 
 def split_by_length(order: list[int], lengths: list[int], parts: int) -> list[list[int]]:
@@ -352,7 +363,8 @@ def make_batches(
 
     Pairs are shuffled, sorted by (source, target) length so that neighbours
     pad little, cut into batches of at most `batch_tokens` padded source plus
-    target tokens, and the batch order is shuffled. The result depends only on
+    target tokens (a multiple of BATCH_MULTIPLE pairs where they hold that
+    many), and the batch order is shuffled. The result depends only on
     (seed, epoch), so a resumed run can skip to any batch index.
 
     Args:
@@ -369,7 +381,7 @@ def make_batches(
     order = list(range(len(src_lengths)))
     rng.shuffle(order)  # random order among pairs of equal length
     order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
-    batches = list(token_batches(order, batch_tokens, src_lengths, tgt_lengths))
+    batches = list(token_batches(order, batch_tokens, src_lengths, tgt_lengths, BATCH_MULTIPLE))
     rng.shuffle(batches)
     return batches
 

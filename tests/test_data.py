@@ -5,6 +5,7 @@ from helpers import make_pairs, write_folder
 
 from seq2seq import data
 from seq2seq.data import (
+    BATCH_MULTIPLE,
     DataError,
     clean,
     collate,
@@ -16,6 +17,7 @@ from seq2seq.data import (
     read_moses,
     read_tsv,
     split_by_length,
+    token_batches,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -117,6 +119,26 @@ def test_batches_cover_every_pair_once_and_respect_the_budget():
     for b in batches:
         assert len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) <= 600
     assert padding_efficiency(batches, src, tgt) > 0.8
+
+
+def test_training_batches_hold_a_multiple_of_32_pairs_within_the_budget():
+    src, tgt = random_lengths(3000)
+    batches = make_batches(src, tgt, batch_tokens=6000, seed=3, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(3000))
+    odd = [b for b in batches if len(b) % BATCH_MULTIPLE]
+    assert len(odd) <= 1  # the longest pairs' batch, cut last
+    for b in batches:
+        assert len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) <= 6000
+
+
+def test_token_batches_leave_batches_under_the_multiple_whole():
+    lengths = [30] * 10  # ten items of 60 padded tokens: at most 5 a batch under 300
+    batches = list(token_batches(list(range(10)), 300, lengths, lengths, multiple=4))
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert list(token_batches(list(range(10)), 300, lengths, lengths, multiple=8)) == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+    ]
 
 
 def test_batches_are_deterministic_per_seed_and_epoch():

@@ -48,6 +48,18 @@ def test_training_writes_run_folder_and_model(tiny_config, tmp_path):
     assert len(list((run / "checkpoints").glob("*.pt"))) <= tiny_config.train.keep_checkpoints
 
 
+def test_training_keeps_every_onednn_primitive_unless_told_otherwise(
+    tiny_config, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # so that the test's end restores it
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    Trainer.build(tiny_config, tmp_path / "default")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8192"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    Trainer.build(tiny_config, tmp_path / "told")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     tiny_config, tmp_path, monkeypatch, accumulate
