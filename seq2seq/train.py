@@ -174,7 +174,7 @@ class Trainer:
         """Check the settings and the run folder, load the tokenizers and the corpus."""
         check_device(config.train.device)
         # oneDNN caches a primitive per matrix-product shape, 1,024 by default; a bf16 run
-        # meets ~2,000 even with batches of a multiple of 32 pairs (data.BATCH_MULTIPLE), and
+        # meets thousands even with batches of a multiple of 16 pairs (data.BATCH_MULTIPLE), and
         # a cache that evicts makes new ones for ever while memory grows (README, "Memory").
         # oneDNN reads this at its first product, so a process that ran one keeps its own.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")

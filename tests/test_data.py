@@ -121,7 +121,7 @@ def test_batches_cover_every_pair_once_and_respect_the_budget():
     assert padding_efficiency(batches, src, tgt) > 0.8
 
 
-def test_training_batches_hold_a_multiple_of_32_pairs_within_the_budget():
+def test_training_batches_hold_a_multiple_of_batch_multiple_pairs_within_the_budget():
     src, tgt = random_lengths(3000)
     batches = make_batches(src, tgt, batch_tokens=6000, seed=3, epoch=0)
     assert sorted(i for b in batches for i in b) == list(range(3000))
