@@ -339,17 +339,41 @@ def token_batches(
         start += count
 
 
-def split_by_length(order: list[int], lengths: list[int], parts: int) -> list[list[int]]:
-    """Cut `order` into at most `parts` contiguous runs of about equal total length."""
-    total = sum(lengths[i] for i in order)
+def split_by_length(
+    order: list[int], lengths: list[int], parts: int, step_cost: float = 0.0
+) -> list[list[int]]:
+    """Cut `order` into at most `parts` contiguous runs whose costliest is as cheap as it can be.
+
+    A run costs the sum of its lengths plus `step_cost` times its longest:
+    a search takes as many steps as its longest sentence needs, and each
+    step has a fixed cost besides the work per sentence.
+    """
+    if not order:
+        return []
+    cheapest = 0.0
+    dearest = sum(lengths[i] for i in order) + step_cost * max(lengths[i] for i in order)
+    while dearest - cheapest > 1:  # bisect the costliest run's cost, to within a token
+        limit = (cheapest + dearest) / 2
+        if len(_runs_within(order, lengths, limit, step_cost)) <= parts:
+            dearest = limit
+        else:
+            cheapest = limit
+    return _runs_within(order, lengths, dearest, step_cost)
+
+
+def _runs_within(
+    order: list[int], lengths: list[int], limit: float, step_cost: float
+) -> list[list[int]]:
+    """`order` cut greedily into runs of cost at most `limit` (or of one item)."""
     runs: list[list[int]] = [[]]
-    done = 0
+    total = longest = 0
     for i in order:
-        if runs[-1] and len(runs) < parts and done >= total * len(runs) / parts:
+        if runs[-1] and total + lengths[i] + step_cost * max(longest, lengths[i]) > limit:
             runs.append([])
+            total = longest = 0
         runs[-1].append(i)
-        done += lengths[i]
-    return runs if runs[0] else []
+        total, longest = total + lengths[i], max(longest, lengths[i])
+    return runs
 
 
 def make_batches(

@@ -162,7 +162,7 @@ def test_a_missing_relative_path_is_named_as_missing(tmp_path, monkeypatch):
         next(read_hub("data/nope-de-en", "train", "de", "en"))
 
 
-def test_split_by_length_cuts_runs_of_about_equal_total_length():
+def test_split_by_length_makes_the_costliest_run_as_cheap_as_it_can_be():
     lengths = [1, 1, 1, 1, 1, 5, 2, 2]
     assert split_by_length([0, 1, 2, 3, 4, 5], lengths, 2) == [[0, 1, 2, 3, 4], [5]]
     runs = split_by_length(list(range(8)), lengths, 3)
@@ -170,3 +170,11 @@ def test_split_by_length_cuts_runs_of_about_equal_total_length():
     assert split_by_length([7, 6], lengths, 5) == [[7], [6]]  # no more runs than items
     assert split_by_length([3, 1], lengths, 1) == [[3, 1]]
     assert split_by_length([], lengths, 2) == []
+
+
+def test_split_by_length_counts_a_cost_per_step_of_the_longest():
+    lengths = [2, 2, 2, 2, 3, 3, 4, 4]
+    assert split_by_length(list(range(8)), lengths, 2) == [[0, 1, 2, 3, 4], [5, 6, 7]]
+    # 2+2+2+2+3+3 + 5 * 3 = 29 against 4+4 + 5 * 4 = 28: the long run gives one away
+    runs = split_by_length(list(range(8)), lengths, 2, step_cost=5)
+    assert runs == [[0, 1, 2, 3, 4, 5], [6, 7]]

@@ -54,7 +54,9 @@ def test_batches_searched_side_by_side_give_the_one_by_one_output(
     lines = LINES * 6  # 24 sentences: a share of 12 for each thread
     side_by_side = translator.translate(lines, beam=beam, nbest=beam, batch_tokens=batch_tokens)
     monkeypatch.setattr(translate, "in_parallel", lambda function, items: map(function, items))
-    monkeypatch.setattr(translate, "split_by_length", lambda order, lengths, parts: [order])
+    monkeypatch.setattr(
+        translate, "split_by_length", lambda order, lengths, parts, step_cost: [order]
+    )
     in_turn = translator.translate(lines, beam=beam, nbest=beam, batch_tokens=batch_tokens)
     assert [t.texts for t in side_by_side] == [t.texts for t in in_turn]
     scores = [s for t in side_by_side for s in t.scores]
@@ -66,7 +68,9 @@ def test_pairs_scored_side_by_side_score_as_in_turn(translator, two_threads, mon
     tgt = translator.tgt.encode(["the dog", "a man runs in-the park", "cat"] * 8)
     side_by_side = translator.score_ids(src, tgt, batch_tokens=30)
     monkeypatch.setattr(translate, "in_parallel", lambda function, items: map(function, items))
-    monkeypatch.setattr(translate, "split_by_length", lambda order, lengths, parts: [order])
+    monkeypatch.setattr(
+        translate, "split_by_length", lambda order, lengths, parts, step_cost: [order]
+    )
     assert side_by_side == pytest.approx(translator.score_ids(src, tgt, batch_tokens=30), abs=1e-5)
 
 
