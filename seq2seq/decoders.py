@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from seq2seq.cells import gru_step, tanh_
 from seq2seq.encoders import EncoderOutput
+from seq2seq.packed import PackedLinear
 from seq2seq.stepweight import StepMemory, StepWeight
 
 
@@ -92,12 +93,14 @@ ROW_BLOCK = 128
 def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
     """layer(x) for x [..., m] with many rows (whole sentences at once).
 
-    Under CPU autocast oneDNN caches a matrix-product primitive, with its
-    own scratch memory, per shape; every batch brings new row counts, so a
-    bf16 run's memory grew for minutes. Rows are padded to a multiple of
-    ROW_BLOCK: a few shapes, reused, for a few zero rows.
+    Under CPU autocast, and in a packed layer (packed.py), oneDNN caches a
+    matrix-product primitive, with its own scratch memory, per shape; every
+    batch brings new row counts, so a bf16 run's memory grew for minutes, and
+    a search built a new primitive for every new batch (0.6 ms each). Rows are
+    padded to a multiple of ROW_BLOCK: a few shapes, reused, for a few zero rows.
     """
-    if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
+    on_onednn = torch.is_autocast_enabled("cpu") or isinstance(layer, PackedLinear)
+    if not (x.device.type == "cpu" and on_onednn):
         return layer(x)
     flat = x.flatten(0, -2)
     rows = flat.shape[0]
@@ -245,12 +248,14 @@ class AttentionDecoder(nn.Module):
         query = query.to(state.keys.dtype)
         query = query.unflatten(0, (state.keys.size(0), -1))  # [B, beams, A]
         hidden = tanh_(state.keys[:, None] + query[:, :, None])  # [B, beams, S, A], one buffer
-        if torch.is_autocast_enabled(hidden.device.type):
-            # in hidden's own dtype: autocast would copy search's float32 [B, beams, S, A]
-            # to bf16 for this product (copy + product: 600 -> 420 ms of a ~4 s search, measured)
+        if isinstance(self.energy, nn.Linear | PackedLinear):
+            # in hidden's own dtype: autocast would copy search's float32 [B, beams, S, A] to
+            # bf16 for this product (copy + product: 600 -> 420 ms of a ~4 s search,
+            # measured); and never packed (packed.py): its B x beams x S rows change at
+            # every step, and each new count made oneDNN build a new kernel (0.6 ms)
             with torch.autocast(hidden.device.type, enabled=False):
                 energies = F.linear(hidden, self.energy.weight.to(hidden.dtype))
-        else:
+        else:  # a dynamic int8 layer (`export --int8`)
             energies = self.energy(hidden)
         energies = full_precision(energies.squeeze(-1))
         energies = energies.masked_fill(~state.mask[:, None], float("-inf"))

@@ -4,6 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq import packed as packed_module
+from seq2seq.decoders import ROW_BLOCK, AttentionDecoder
+from seq2seq.encoders import EncoderOutput
 from seq2seq.packed import PackedLinear, can_pack, pack_linear_layers
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
@@ -78,3 +80,33 @@ def test_a_packed_translator_searches_and_scores_as_the_unpacked_one(
             assert [t.scores[0] for t in ours] == pytest.approx([t.scores[0] for t in theirs])
         src, tgt = packed.encode_sources(texts), packed.tgt.encode(["the dog", "a man", "two"])
         assert packed.score_ids(src, tgt, 100) == pytest.approx(plain.score_ids(src, tgt, 100))
+
+
+def test_a_packed_decoder_runs_few_product_shapes(monkeypatch):
+    # oneDNN builds a kernel per shape (0.6 ms each): rows of whole sentences are padded
+    # to ROW_BLOCK, and attention's energies, B x beams x S rows, never go through a packed layer
+    torch.manual_seed(0)
+    decoder = AttentionDecoder(5, 6, 6, 3, 7, 4, dropout=0.0).eval()
+    encoded = EncoderOutput(
+        torch.randn(2, 9, 6), torch.ones(2, 9, dtype=torch.bool), torch.randn(2, 6)
+    )
+    with torch.inference_mode():
+        expected, _ = decoder.step(
+            decoder.word_inputs(torch.ones(2, 5)), decoder.init_state(encoded)
+        )
+        pack_linear_layers(decoder)
+        rows = []
+        forward = PackedLinear.forward
+        monkeypatch.setattr(
+            PackedLinear,
+            "forward",
+            lambda self, x: rows.append((self, x.flatten(0, -2).size(0))) or forward(self, x),
+        )
+        state = decoder.init_state(encoded)
+        features, _ = decoder.step(decoder.word_inputs(torch.ones(2, 5)), state)
+    assert_same(features, expected)
+    memory_rows = [
+        n for layer, n in rows if layer in (decoder.key, decoder.input_context, decoder.out_context)
+    ]
+    assert memory_rows and all(n % ROW_BLOCK == 0 for n in memory_rows)
+    assert all(layer is not decoder.energy for layer, _ in rows)
