@@ -12,7 +12,6 @@ packed float32 products ran 7 % slower than MKL's in a search (measured).
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor, nn
@@ -38,18 +37,6 @@ def cpu_vendor() -> str:
     except OSError:
         pass
     return ""
-
-
-def widen_primitive_cache(entries: int) -> None:
-    """Let oneDNN keep `entries` product kernels, unless the user set how many.
-
-    oneDNN builds a kernel (a primitive) per product shape, 0.2-1 ms each, and
-    keeps 1,024 by default: a bf16 training run meets thousands of shapes, and
-    so does a bf16 search (batch sizes, source lengths, shortlist widths), so
-    a full cache evicts and builds again for ever. oneDNN reads the setting at
-    its first product: a process that already ran one keeps its own.
-    """
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(entries))
 
 
 class PackedLinear(nn.Module):

@@ -29,7 +29,6 @@ from seq2seq.config import Config, ConfigError, TrainConfig, check_device, confi
 from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
 from seq2seq.evaluate import dev_scores
 from seq2seq.model import Seq2Seq, build_model, sequence_loss
-from seq2seq.packed import widen_primitive_cache
 from seq2seq.prepare import load_tokenizers, read_stats
 from seq2seq.runs import RunFolder, check_resumable, rng_state, set_rng_state
 from seq2seq.tokenizer import Tokenizer, set_threads
@@ -174,9 +173,11 @@ class Trainer:
     def build(cls, config: Config, run_dir: str | Path, resume: bool = False) -> Trainer:
         """Check the settings and the run folder, load the tokenizers and the corpus."""
         check_device(config.train.device)
-        # thousands of shapes even with batches of a multiple of 16 pairs (data.BATCH_MULTIPLE);
-        # an evicting cache made memory grow for ever (README, "Memory")
-        widen_primitive_cache(8192)
+        # oneDNN caches a primitive per matrix-product shape, 1,024 by default; a bf16 run
+        # meets thousands even with batches of a multiple of 16 pairs (data.BATCH_MULTIPLE), and
+        # a cache that evicts makes new ones for ever while memory grows (README, "Memory").
+        # oneDNN reads this at its first product, so a process that ran one keeps its own.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
         if not config.data.dir:
             raise ConfigError("data.dir: not set; --set data.dir=FOLDER (a prepared corpus)")
         config = with_languages(config, read_stats(config.data.dir))

@@ -23,7 +23,7 @@ from seq2seq.checkpoint import CheckpointError, dequantize_matrices, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate, collate_sources, split_by_length, token_batches
 from seq2seq.model import Ensemble, Seq2Seq, build_model
-from seq2seq.packed import can_pack, pack_linear_layers, widen_primitive_cache
+from seq2seq.packed import can_pack, pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
 from seq2seq.tokenizer import Tokenizer
@@ -84,10 +84,6 @@ class Translator:
         An int8 file (`export --int8`) runs its Linear layers as dynamic int8;
         a file with a shortlist (`export --shortlist`) searches with it.
         """
-        if torch.device(device).type == "cpu":
-            # a search meets ~2,300 product shapes (600 searches of 1-60 sentences, bf16):
-            # with 4,096 kept, bf16 searches 6-9 % faster for 200 MB more (measured)
-            widen_primitive_cache(4096)
         payload = load_file(path)
         if payload.get("int8") and dtype != "fp32":
             raise ConfigError(f"{path}: an int8 model file runs in int8; leave out --dtype {dtype}")

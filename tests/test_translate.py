@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 
@@ -174,15 +172,3 @@ def test_an_ensemble_needs_the_same_vocabularies(tiny_model_file, tmp_path):
     torch.save(payload, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="tgt vocabulary differs"):
         Translator.from_files([tiny_model_file, tmp_path / "other.pt"])
-
-
-def test_a_cpu_translator_keeps_more_onednn_primitives_unless_told_otherwise(
-    tiny_model_file, monkeypatch
-):
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # so that the test's end restores it
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
-    Translator.from_file(tiny_model_file)
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "4096"
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
-    Translator.from_file(tiny_model_file)
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
