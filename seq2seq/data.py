@@ -348,8 +348,10 @@ def split_by_length(
     a search takes as many steps as its longest sentence needs, and each
     step has a fixed cost besides the work per sentence.
     """
-    if parts <= 1 or len(order) <= 1:
-        return [list(order)] if order else []
+    if not order:
+        return []
+    if parts <= 1:
+        return [list(order)]
     cheapest = 0.0
     dearest = sum(lengths[i] for i in order) + step_cost * max(lengths[i] for i in order)
     while dearest - cheapest > 1:  # bisect the costliest run's cost, to within a token

@@ -222,7 +222,7 @@ class Translator:
         parts = min(torch.get_num_threads(), len(order) // MIN_SHARE) if self.device == "cpu" else 1
         return [
             batch
-            for share in split_by_length(order, lengths, max(parts, 1), STEP_COST)
+            for share in split_by_length(order, lengths, parts, STEP_COST)
             for batch in token_batches(share, budget, src_lengths, tgt_lengths)
         ]
 
