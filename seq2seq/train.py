@@ -160,6 +160,10 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = make_optimizer(self.model, self.train_cfg)
         self.scheduler = make_scheduler(self.optimizer, self.train_cfg)
+        # fp16 gradients underflow without a loss scale; bf16 has float32's range
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.train_cfg.precision == "fp16"
+        )
         self.progress = Progress()
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM; the loop stops after a step
         self._last_valid_seconds = 0.0  # training time at the last dev report
@@ -299,11 +303,13 @@ class Trainer:
                 logits = self.net(batch)
                 loss = sequence_loss(logits, batch.tgt_out, self.train_cfg.label_smoothing)
             # DDP averages gradients over ranks; scale so the sum is over the global batch
-            (loss * self.world / total_tokens).backward()
+            self.scaler.scale(loss * self.world / total_tokens).backward()
             loss_sum += loss.item()
         if self.train_cfg.clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.clip_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped where an fp16 gradient overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.train_cfg.schedule != "plateau":
             self.scheduler.step()
@@ -485,6 +491,7 @@ class Trainer:
             kind="checkpoint",
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
             rng=rng_state(),
             progress=asdict(self.progress),
         )
@@ -505,6 +512,8 @@ class Trainer:
             self.model.load_state_dict(payload["state_dict"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
+            if payload.get("scaler"):  # fp16 runs; older checkpoints have none
+                self.scaler.load_state_dict(payload["scaler"])
             set_rng_state(payload["rng"])
             self.progress = Progress(**payload["progress"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:

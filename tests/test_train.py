@@ -88,6 +88,21 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     assert_same_parameters(straight["optimizer"]["state"][0], resumed["optimizer"]["state"][0])
 
 
+def test_fp16_scales_the_loss_and_resumes_bit_identical(tiny_config, tmp_path, monkeypatch):
+    config = tiny(tiny_config, "train.precision=fp16", "train.max_steps=12")
+    Trainer.build(config, tmp_path / "straight").run()
+    crash_after_step(monkeypatch, 11)
+    with pytest.raises(RuntimeError, match="power cut"):
+        Trainer.build(config, tmp_path / "crashed").run()
+    monkeypatch.undo()
+    Trainer.build(config, tmp_path / "crashed", resume=True).run()
+    straight = last_checkpoint(tmp_path / "straight")
+    assert straight["scaler"]["scale"] > 1  # the loss scale travels with the checkpoint
+    assert_same_parameters(
+        straight["state_dict"], last_checkpoint(tmp_path / "crashed")["state_dict"]
+    )
+
+
 def test_resume_a_finished_run_with_a_higher_limit(tiny_config, tmp_path):
     config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=3"])
     Trainer.build(config, tmp_path / "run").run()
