@@ -51,10 +51,11 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
         f"{cpu}, {os.cpu_count()} cores, flags: {' '.join(f for f in FLAGS if f in flags)}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}{gpu}"
     )
 
 
@@ -196,13 +197,13 @@ def bench_train(args: argparse.Namespace) -> None:
                 records = [json.loads(x) for x in Path(tmp, "log.jsonl").read_text().splitlines()]
                 rates.append([r for r in records if r["type"] == "train"][-1]["tokens_per_s"])
         rate = statistics.median(rates)
-        peak = gemm_gflops(dtype)
+        peak = gemm_gflops(dtype, device=config.train.device)
         print(
             f"  {precision}: {rate:,.0f} target tokens/s, {rate * flops / 1e9:.1f} GFLOP/s = "
             f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
             f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
         )
-        if dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        if dtype == torch.float32 and config.train.device == "cpu":
             onednn = gemm_gflops(dtype, packed=True)
             print(
                 f"    oneDNN's fp32 products: {onednn:.0f} GFLOP/s "
@@ -210,21 +211,30 @@ def bench_train(args: argparse.Namespace) -> None:
             )
 
 
-def gemm_gflops(dtype: torch.dtype, size: int = 2048, runs: int = 5, packed=False) -> float:
+def gemm_gflops(
+    dtype: torch.dtype, size: int = 2048, runs: int = 5, packed=False, device: str = "cpu"
+) -> float:
     """GFLOP/s of a size x size matrix product on this process's threads, median of runs:
     torch's own (`a @ b`), or with `packed` oneDNN's, as search runs it (`PackedLinear`; on
-    AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512)."""
+    AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512). On a GPU
+    8192 x 8192, float32 as torch runs it by default (no TF32)."""
     from seq2seq.packed import PackedLinear
 
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    gpu = device != "cpu"
+    size = 8192 if gpu else size
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     product = functools.partial(torch.matmul, a, b)
     if packed:
         product = functools.partial(PackedLinear(b.t().contiguous(), None), a)
     product()  # warm-up
     seconds = []
     for _ in range(runs):
+        if gpu:
+            torch.cuda.synchronize()
         started = time.perf_counter()
         product()
+        if gpu:
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(seconds) / 1e9
 
@@ -280,7 +290,8 @@ def bench_translate(args: argparse.Namespace) -> None:
     src = list(read_lines(args.src))
     ref = list(read_lines(args.ref))
     print(
-        f"model {args.model}, {len(src)} sentences, {args.threads} threads, median of {args.runs}; "
+        f"model {args.model}, {len(src)} sentences, {args.device}, {args.threads} threads, "
+        f"median of {args.runs}; "
         "bf16 is fast with avx512_bf16 or amx_bf16, int8 with avx512_vnni or amx_int8; "
         "a model with a shortlist runs with it and without it, alternating"
     )
@@ -288,10 +299,11 @@ def bench_translate(args: argparse.Namespace) -> None:
         int8 = Path(tmp) / "int8.pt"
         export_model(args.model, int8, half=False, metrics={}, int8=True)
         variants = [
-            ("fp32", Translator.from_file(args.model)),
-            ("bf16", Translator.from_file(args.model, dtype="bf16")),
-            ("int8", Translator.from_file(int8)),
+            ("fp32", Translator.from_file(args.model, args.device)),
+            ("bf16", Translator.from_file(args.model, args.device, dtype="bf16")),
         ]
+        if args.device == "cpu":  # dynamic int8 quantization runs on CPUs only
+            variants.append(("int8", Translator.from_file(int8)))
         for name, translator in variants:
             modes = {"": translator.shortlist}
             if translator.shortlist:
@@ -771,6 +783,7 @@ def main() -> None:
     p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, cuda (no int8 there)")
     p = sub.add_parser("ensemble")
     p.add_argument("--model", action="append", required=True, help="repeat: two or more")
     p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
