@@ -110,6 +110,11 @@ def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
     return out.split([rows, padding])[0].unflatten(0, x.shape[:-1])
 
 
+def on_positions(rows: Tensor, mask: Tensor) -> Tensor:
+    """rows [N, d] of the N true positions of mask [B, S] -> [B, S, d], zeros elsewhere."""
+    return rows.new_zeros(*mask.shape, rows.size(-1)).index_put_((mask,), rows)
+
+
 def maxout(x: Tensor) -> Tensor:
     """Max over pairs of neighbouring units: [..., 2L] -> [..., L]."""
     if torch.is_grad_enabled():  # training: max(dim) keeps the indices its backward needs
@@ -224,20 +229,29 @@ class AttentionDecoder(nn.Module):
 
     def init_state(self, encoded: EncoderOutput) -> DecoderState:
         """Initial state; keys and values are projected once per sentence."""
-        memory = encoded.states
+        memory, mask = encoded.states, encoded.mask
+        # search projects only the real positions where that saves a block of rows: a
+        # merged server batch pads its shorter sentences to its longest (half the rows
+        # of 24 random sentences; a search of 24 sentences 3-4 % faster, measured)
+        gather = not torch.is_grad_enabled() and mask.numel() - int(mask.sum()) >= ROW_BLOCK
+        if gather:
+            memory = memory[mask]
         keys = linear_rows(self.key, memory)
         if not torch.is_grad_enabled():
             # search: CPU tanh over [B, beams, S, A] runs 3x faster in float32 than in
             # bf16; training stays in bf16, where forward + backward is faster (measured)
             keys = full_precision(keys)
+        values = torch.cat(
+            [linear_rows(self.input_context, memory), linear_rows(self.out_context, memory)],
+            dim=-1,
+        )
+        if gather:
+            keys, values = on_positions(keys, mask), on_positions(values, mask)
         return DecoderState(
             hidden=torch.tanh(self.init_hidden(encoded.summary)),
             keys=keys,
-            values=torch.cat(
-                [linear_rows(self.input_context, memory), linear_rows(self.out_context, memory)],
-                dim=-1,
-            ),
-            mask=encoded.mask,
+            values=values,
+            mask=mask,
         )
 
     def attend(

@@ -144,3 +144,19 @@ def test_teacher_forcing_gradients_equal_those_of_stepping(decoder_class, float6
     stepped = gradients(torch.stack(steps, 1))
     for ours, theirs in zip(forced, stepped):
         assert_close(ours, theirs)
+
+
+def test_search_projects_only_the_real_positions_of_a_padded_batch(float64):
+    torch.manual_seed(2)
+    decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).double().eval()
+    lengths = torch.tensor([40] + [2] * 9)  # 400 positions, 58 real: search gathers them
+    mask = torch.arange(40) < lengths[:, None]
+    enc = EncoderOutput(torch.randn(10, 40, D) * mask[..., None], mask, torch.randn(10, D))
+    whole = decoder.init_state(enc)  # grad mode on: every position projected
+    shapes = []
+    decoder.key.register_forward_hook(lambda layer, args, out: shapes.append(args[0].shape))
+    with torch.no_grad():
+        gathered = decoder.init_state(enc)
+    assert shapes[-1] == (58, D)
+    assert_close(gathered.keys, whole.keys.detach(), rtol=1e-12, atol=0)
+    assert_close(gathered.values, whole.values.detach(), rtol=1e-12, atol=0)
