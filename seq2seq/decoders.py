@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from seq2seq.cells import gru_step, tanh_
 from seq2seq.encoders import EncoderOutput
-from seq2seq.packed import PackedLinear
+from seq2seq.packed import ROW_BLOCK, PackedLinear, linear_rows
 from seq2seq.stepweight import StepMemory, StepWeight
 
 
@@ -85,29 +85,6 @@ def wide_dtype(dtype: torch.dtype) -> torch.dtype:
 def full_precision(x: Tensor) -> Tensor:
     """`x` in its wide_dtype."""
     return x.to(wide_dtype(x.dtype))
-
-
-ROW_BLOCK = 128
-
-
-def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
-    """layer(x) for x [..., m] with many rows (whole sentences at once).
-
-    Under CPU autocast, and in a packed layer (packed.py), oneDNN caches a
-    matrix-product primitive, with its own scratch memory, per shape; every
-    batch brings new row counts, so a bf16 run's memory grew for minutes, and
-    a search built a new primitive for every new batch (0.6 ms each). Rows are
-    padded to a multiple of ROW_BLOCK: a few shapes, reused, for a few zero rows.
-    """
-    on_onednn = torch.is_autocast_enabled("cpu") or isinstance(layer, PackedLinear)
-    if not (x.device.type == "cpu" and on_onednn):
-        return layer(x)
-    flat = x.flatten(0, -2)
-    rows = flat.shape[0]
-    padding = -rows % ROW_BLOCK
-    out = layer(nn.functional.pad(flat, (0, 0, 0, padding)))
-    # split, not a slice: a slice's backward fills a zero tensor of the whole output
-    return out.split([rows, padding])[0].unflatten(0, x.shape[:-1])
 
 
 def on_positions(rows: Tensor, mask: Tensor) -> Tensor:

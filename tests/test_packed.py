@@ -4,9 +4,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq import packed as packed_module
-from seq2seq.decoders import ROW_BLOCK, AttentionDecoder
+from seq2seq.cells import FusedGRU
+from seq2seq.decoders import AttentionDecoder
 from seq2seq.encoders import EncoderOutput
-from seq2seq.packed import PackedLinear, can_pack, pack_linear_layers
+from seq2seq.packed import ROW_BLOCK, PackedGRU, PackedLinear, can_pack, pack_linear_layers
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
 DTYPES = [
@@ -52,6 +53,24 @@ def test_pack_linear_layers_replaces_every_linear_layer_and_keeps_its_weights():
     pack_linear_layers(model)
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
     assert model[0].weight.equal(weights[0]) and model[1][1].weight.equal(weights[1])
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (2, False)])
+def test_a_packed_gru_runs_the_sentences_as_torch_gru_does(layers, bidirectional):
+    torch.manual_seed(0)
+    fused = FusedGRU(8, 16, layers, bidirectional, dropout=0.0).eval()
+    x, lengths = torch.randn(5, 7, 8), torch.tensor([7, 3, 5, 1, 6])
+    with torch.inference_mode():
+        outputs, finals = PackedGRU(fused)(x, lengths)
+        expected_outputs, expected_finals = fused(x, lengths)
+    assert_same(outputs, expected_outputs)  # zeros after each sentence's end too
+    assert_same(finals, expected_finals)
+
+
+def test_pack_linear_layers_packs_a_fused_gru():
+    model = nn.Sequential(FusedGRU(4, 8, 1, True, 0.0))
+    pack_linear_layers(model)
+    assert isinstance(model[0], PackedGRU)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
