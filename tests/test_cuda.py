@@ -86,7 +86,7 @@ def test_training_on_cuda_learns_in_every_precision(tiny_config, tmp_path, preci
 
 
 def test_resume_on_cuda_is_bit_identical(tiny_config, tmp_path, monkeypatch):
-    from test_train import assert_same_parameters, crash_after_step, last_checkpoint
+    from test_train import assert_same_parameters, crash_and_resume, last_checkpoint
 
     overrides = [
         f"data.dir={tiny_config.data.dir}",
@@ -100,12 +100,7 @@ def test_resume_on_cuda_is_bit_identical(tiny_config, tmp_path, monkeypatch):
     Trainer.build(config, tmp_path / "again").run()
     straight, again = last_checkpoint(tmp_path / "straight"), last_checkpoint(tmp_path / "again")
     assert_same_parameters(straight["state_dict"], again["state_dict"])  # deterministic at all
-    crash_after_step(monkeypatch, 13)
-    with pytest.raises(RuntimeError, match="power cut"):
-        Trainer.build(config, tmp_path / "crashed").run()
-    monkeypatch.undo()
-    Trainer.build(config, tmp_path / "crashed", resume=True).run()
-    resumed = last_checkpoint(tmp_path / "crashed")
+    resumed = crash_and_resume(config, tmp_path / "crashed", monkeypatch, 13)
     assert_same_parameters(straight["state_dict"], resumed["state_dict"])
 
 

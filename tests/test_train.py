@@ -31,6 +31,17 @@ def crash_after_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(Trainer, "_after_step", crash)
 
 
+def crash_and_resume(config, run, monkeypatch, step: int) -> dict:
+    """Train into `run` until a crash right after `step`, resume to the end; the last checkpoint."""
+    crash_after_step(monkeypatch, step)
+    with pytest.raises(RuntimeError, match="power cut"):
+        Trainer.build(config, run).run()
+    monkeypatch.undo()
+    assert last_checkpoint(run)["progress"]["step"] <= step
+    Trainer.build(config, run, resume=True).run()
+    return last_checkpoint(run)
+
+
 def assert_same_parameters(a, b):
     assert a.keys() == b.keys()
     for key in a:
@@ -75,14 +86,8 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
     config = load_config("tiny", overrides)
     Trainer.build(config, tmp_path / "straight").run()
 
-    crash_after_step(monkeypatch, 13)
-    with pytest.raises(RuntimeError, match="power cut"):
-        Trainer.build(config, tmp_path / "crashed").run()
-    monkeypatch.undo()
-    assert last_checkpoint(tmp_path / "crashed")["progress"]["step"] == 10
-    Trainer.build(config, tmp_path / "crashed", resume=True).run()
+    resumed = crash_and_resume(config, tmp_path / "crashed", monkeypatch, 13)
     straight = last_checkpoint(tmp_path / "straight")
-    resumed = last_checkpoint(tmp_path / "crashed")
     assert resumed["progress"]["step"] == straight["progress"]["step"] == 24
     assert_same_parameters(straight["state_dict"], resumed["state_dict"])
     assert_same_parameters(straight["optimizer"]["state"][0], resumed["optimizer"]["state"][0])
@@ -91,16 +96,10 @@ def test_resume_after_a_crash_mid_epoch_is_bit_identical(
 def test_fp16_scales_the_loss_and_resumes_bit_identical(tiny_config, tmp_path, monkeypatch):
     config = tiny(tiny_config, "train.precision=fp16", "train.max_steps=12")
     Trainer.build(config, tmp_path / "straight").run()
-    crash_after_step(monkeypatch, 11)
-    with pytest.raises(RuntimeError, match="power cut"):
-        Trainer.build(config, tmp_path / "crashed").run()
-    monkeypatch.undo()
-    Trainer.build(config, tmp_path / "crashed", resume=True).run()
+    resumed = crash_and_resume(config, tmp_path / "crashed", monkeypatch, 11)
     straight = last_checkpoint(tmp_path / "straight")
     assert straight["scaler"]["scale"] > 1  # the loss scale travels with the checkpoint
-    assert_same_parameters(
-        straight["state_dict"], last_checkpoint(tmp_path / "crashed")["state_dict"]
-    )
+    assert_same_parameters(straight["state_dict"], resumed["state_dict"])
 
 
 def test_resume_a_finished_run_with_a_higher_limit(tiny_config, tmp_path):
