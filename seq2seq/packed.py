@@ -65,7 +65,7 @@ ROW_BLOCK = 128
 def linear_rows(layer: nn.Module, x: Tensor) -> Tensor:
     """layer(x) for x [..., m] with many rows (whole sentences at once).
 
-    Under CPU autocast, and in a packed layer (packed.py), oneDNN caches a
+    Under CPU autocast, and in a packed layer, oneDNN caches a
     matrix-product primitive, with its own scratch memory, per shape; every
     batch brings new row counts, so a bf16 run's memory grew for minutes, and
     a search built a new primitive for every new batch (0.6 ms each). Rows are
