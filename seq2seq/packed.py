@@ -137,15 +137,16 @@ class PackedGRU(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """One direction of one layer: packed data [tokens, m] -> [tokens, n], final [B, n]."""
         input_gates = linear_rows(input_layer, data).split(rows)
+        out = data.new_empty(data.size(0), recurrent.weight.size(1))
+        outputs = out.split(rows)  # views: each step writes its rows in place
         hidden = data.new_zeros(rows[0], recurrent.weight.size(1))
-        outputs = [None] * len(rows)
         # a sentence's rows stay first while it goes on: backwards, the rows that
         # start late start from zeros, as torch.nn.GRU's do
         for t in reversed(range(len(rows))) if reverse else range(len(rows)):
             k = rows[t]
-            outputs[t] = gru_step(input_gates[t], recurrent(hidden[:k]), hidden[:k])
-            hidden = torch.cat([outputs[t], hidden[k:]]) if k < rows[0] else outputs[t]
-        return torch.cat(outputs), hidden
+            outputs[t].copy_(gru_step(input_gates[t], recurrent(hidden[:k]), hidden[:k]))
+            hidden[:k] = outputs[t]
+        return out, hidden
 
 
 def pack_linear_layers(module: nn.Module) -> None:
