@@ -246,7 +246,7 @@ def model_cost(config, batches: int = 8) -> tuple[int, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from seq2seq.data import collate, make_batches
-    from seq2seq.model import build_model, sequence_loss
+    from seq2seq.model import build_model
     from seq2seq.prepare import load_tokenizers
     from seq2seq.train import load_corpus
 
@@ -259,7 +259,7 @@ def model_cost(config, batches: int = 8) -> tuple[int, float]:
     for indices in epoch[:batches]:
         batch = collate([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
         with FlopCounterMode(display=False) as counter:
-            sequence_loss(model(batch), batch.tgt_out, 0.0).backward()
+            model(batch, 0.0).backward()
         flops += counter.get_total_flops()
         tokens += sum(lengths[1][i] for i in indices)
     return sum(p.numel() for p in model.parameters()), flops / tokens

@@ -26,6 +26,7 @@ from seq2seq.decoders import (
     wide_dtype,
 )
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
+from seq2seq.loss import output_loss
 from seq2seq.packed import PackedLinear
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
@@ -115,12 +116,17 @@ class Seq2Seq(nn.Module):
         # 16-bit logits convert to float32 inside the kernel: one pass over [B, V]
         return torch.log_softmax(logits, dim=-1, dtype=wide_dtype(logits.dtype)), state
 
-    def forward(self, batch: Batch) -> Tensor:
-        """Teacher forcing: logits [B, T, V] for `batch.tgt_out`."""
+    def forward(self, batch: Batch, label_smoothing: float | None = None) -> Tensor:
+        """Teacher forcing: logits [B, T, V] for `batch.tgt_out`; given `label_smoothing`,
+        the training loss instead, summed over real tokens (loss.output_loss: the output
+        layer and the loss fused, no logits kept)."""
         encoded = self.encode(batch.src_ids, batch.src_lengths)
         embedded = self.embedding_dropout(self.tgt_embedding(batch.tgt_in))  # [B, T, E]
         features = self.decoder(embedded, self.init_state(encoded))  # [B, T, L]
-        return linear_rows(self.output, features)
+        if label_smoothing is None:
+            return linear_rows(self.output, features)
+        weight, bias = self.output.weight, self.output.bias
+        return output_loss(features, weight, bias, batch.tgt_out, label_smoothing)
 
     def score(self, src_ids: Tensor, src_lengths: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
         """Forced decoding: log p(tgt | src).
@@ -237,24 +243,3 @@ def build_model(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -
         config.tie_embeddings,
         config.dropout,
     )
-
-
-def sequence_loss(logits: Tensor, tgt_out: Tensor, label_smoothing: float) -> Tensor:
-    """Summed cross-entropy over real target tokens (divide by the token count).
-
-    bf16 logits are not upcast: the kernel accumulates in float32 and rounds
-    only each token's loss (and its gradient, bf16 anyway), at a sixth of the
-    time of a float32 copy of the [B*T, V] logits. The sum is float32. fp16
-    is upcast: its range cannot hold gradients scaled by a GradScaler.
-    """
-    if logits.dtype != torch.bfloat16:
-        logits = full_precision(logits)
-    with torch.autocast(logits.device.type, enabled=False):  # autocast would upcast
-        losses = F.cross_entropy(
-            logits.flatten(0, 1),
-            tgt_out.flatten(),
-            ignore_index=PAD_ID,
-            label_smoothing=label_smoothing,
-            reduction="none",
-        )
-    return losses.float().sum()

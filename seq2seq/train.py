@@ -28,7 +28,7 @@ from seq2seq.checkpoint import CheckpointError, load_file, model_payload, save_f
 from seq2seq.config import Config, ConfigError, TrainConfig, check_device, config_to_dict
 from seq2seq.data import DataError, collate, make_batches, padding_efficiency, read_lines
 from seq2seq.evaluate import dev_scores
-from seq2seq.model import Seq2Seq, build_model, sequence_loss
+from seq2seq.model import Seq2Seq, build_model
 from seq2seq.prepare import load_tokenizers, read_stats
 from seq2seq.runs import RunFolder, check_resumable, rng_state, set_rng_state
 from seq2seq.tokenizer import Tokenizer, set_threads
@@ -300,8 +300,7 @@ class Trainer:
             sync = index == len(mine) - 1 or self.world == 1
             context = contextlib.nullcontext() if sync else self.net.no_sync()
             with context, autocast(self.train_cfg, self.device):
-                logits = self.net(batch)
-                loss = sequence_loss(logits, batch.tgt_out, self.train_cfg.label_smoothing)
+                loss = self.net(batch, self.train_cfg.label_smoothing)
             # DDP averages gradients over ranks; scale so the sum is over the global batch
             self.scaler.scale(loss * self.world / total_tokens).backward()
             loss_sum += loss.item()

@@ -5,7 +5,7 @@ from torch.ao.quantization import quantize_dynamic
 from torch.testing import assert_close
 
 from seq2seq.data import collate
-from seq2seq.model import sequence_loss
+from seq2seq.loss import output_loss
 
 COMBOS = [("rnn", "attention"), ("rnn", "context"), ("grconv", "attention"), ("grconv", "context")]
 
@@ -66,7 +66,7 @@ def test_each_combination_overfits_eight_pairs(encoder, decoder):
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
-        loss = sequence_loss(model(batch), batch.tgt_out, 0.0) / batch.num_tokens
+        loss = model(batch, 0.0) / batch.num_tokens
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -80,24 +80,71 @@ def test_tied_output_shares_the_embedding():
     assert untied.output.weight is not untied.tgt_embedding.weight
 
 
-def test_sequence_loss_in_bf16_matches_float32():
+def loss_inputs(dtype=torch.float64, rows=(3, 5), words=50):
     torch.manual_seed(0)
-    logits = torch.randn(3, 5, 50, dtype=torch.float32) * 3
-    tgt_out = torch.randint(1, 50, (3, 5))
+    features = torch.randn(*rows, 8, dtype=dtype, requires_grad=True)
+    weight = torch.randn(words, 8, dtype=dtype, requires_grad=True)
+    bias = torch.randn(words, dtype=dtype, requires_grad=True)
+    tgt_out = torch.randint(1, words, rows)
     tgt_out[0, 3:] = 0  # PAD
-    reference = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1),
+    return features, weight, bias, tgt_out
+
+
+def reference_loss(features, weight, bias, tgt_out, label_smoothing):
+    return torch.nn.functional.cross_entropy(
+        torch.nn.functional.linear(features, weight, bias).flatten(0, 1),
         tgt_out.flatten(),
+        ignore_index=0,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("rows", [(3, 5), (7, 23)])  # (7, 23): rows over loss.CHUNK
+def test_output_loss_is_cross_entropy_of_the_output_layer(label_smoothing, rows):
+    inputs = loss_inputs(rows=rows)
+    results = []
+    for loss_of in (reference_loss, output_loss):
+        loss = loss_of(*inputs, label_smoothing)
+        loss.backward(torch.tensor(0.5, dtype=loss.dtype))  # the trainer's scale reaches all
+        results.append((loss, *(t.grad for t in inputs[:3])))
+        for t in inputs[:3]:
+            t.grad = None
+    for expected, got in zip(*results):
+        assert_close(got.double(), expected)
+
+
+def test_output_loss_under_bf16_autocast_matches_float32():
+    inputs = loss_inputs(torch.float32, rows=(9, 30), words=300)
+    reference = reference_loss(*inputs, 0.1)
+    expected = torch.autograd.grad(reference, inputs[:3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = output_loss(*inputs, 0.1)
+    got = torch.autograd.grad(loss, inputs[:3])
+    assert loss.dtype == torch.float32
+    assert_close(loss, reference, rtol=1e-2, atol=0)
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        assert_close(g, e, rtol=0, atol=2e-2 * e.abs().max().item())
+
+
+@pytest.mark.parametrize("decoder", ["attention", "context"])
+def test_the_training_loss_is_the_cross_entropy_of_the_logits(decoder):
+    model = tiny_model(decoder=decoder).double().train()
+    batch = toy_batch()
+    torch.manual_seed(1)
+    logits = model(batch)
+    torch.manual_seed(1)  # the same dropout masks
+    loss = model(batch, 0.1)
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1),
+        batch.tgt_out.flatten(),
         ignore_index=0,
         label_smoothing=0.1,
         reduction="sum",
     )
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = sequence_loss(logits.bfloat16(), tgt_out, 0.1)
-        upcast = sequence_loss(logits.half(), tgt_out, 0.1)
-    assert loss.dtype == upcast.dtype == torch.float32
-    assert_close(loss, reference, rtol=1e-2, atol=0)
-    assert_close(upcast, reference, rtol=1e-3, atol=0)
+    assert_close(loss, expected)
 
 
 @pytest.mark.parametrize("decoder", ["attention", "context"])
