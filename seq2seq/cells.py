@@ -15,10 +15,16 @@ Cells by name:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from seq2seq.stepweight import StepWeight
 
 CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
 
@@ -259,6 +265,8 @@ class FusedGRU(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
+        if x.device.type == "cpu" and torch.is_grad_enabled():
+            return self._train_on_cpu(x, lengths)
         parameters = dict(self.gru.named_parameters())
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # CPU autocast leaves torch.nn.GRU in float32 (CUDA autocast casts
@@ -271,6 +279,76 @@ class FusedGRU(nn.Module):
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.size(1))
         dirs = 2 if self.gru.bidirectional else 1
         return outputs, finals[-dirs:]  # top layer only
+
+    def _train_on_cpu(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """forward for training on a CPU: torch.nn.GRU's equations, step by step.
+
+        torch.nn.GRU over a PackedSequence adds each step's gradient of U into the
+        whole matrix, and for each step's slice of the input gates fills a zero tensor
+        of every token's and adds it up (~12 ms of a 290 ms bf16 step at hidden 512,
+        an EPYC, profiled). Here U is a StepWeight (one product for its gradient)
+        and the input gates are split, not sliced. Under autocast all in its dtype.
+        """
+        from seq2seq.packed import linear_rows  # packed.py imports this module
+
+        gru = self.gru
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first
+        data = packed.data
+        for k in range(gru.num_layers):
+            if k > 0:
+                data = F.dropout(data, gru.dropout, self.training)
+            results = []
+            for suffix, reverse in zip(["", "_reverse"][: 1 + gru.bidirectional], (False, True)):
+                w_ih, b_ih, w_hh, b_hh = (
+                    getattr(gru, f"{name}_l{k}{suffix}")
+                    for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")
+                )
+                product = functools.partial(F.linear, weight=w_ih, bias=b_ih)
+                input_gates = linear_rows(product, data).split(rows)
+                recurrent = StepWeight(w_hh, b_hh)
+                zeros = input_gates[0].new_zeros(rows[-1 if reverse else 0], gru.hidden_size)
+                start = recurrent.start(zeros)
+                results.append(gru_direction(input_gates, recurrent, start, reverse))
+            data = torch.cat([out for out, _ in results], dim=-1)
+        return unpack(packed, data, [final for _, final in results], x.size(1))
+
+
+def gru_direction(
+    input_gates: tuple[Tensor, ...],
+    recurrent: Callable[[Tensor], Tensor],
+    start: Tensor,
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    """One direction of a GRU layer (gru_step) over a PackedSequence's steps.
+
+    input_gates: W x + b at each step, [the sentences still going, 3n], longest first.
+    recurrent: h -> U h + b_U. start: the zero state of the first step run: as many
+    rows as the first step (forwards) or as the last (backwards, from that step).
+    Returns the outputs [tokens, n] in the packed order and the final states [B, n].
+    """
+    hidden, outputs, ended = start, [None] * len(input_gates), []
+    steps = range(len(input_gates))
+    for t in reversed(steps) if reverse else steps:
+        rows, held = input_gates[t].size(0), hidden.size(0)
+        if rows < held:  # forwards: the last sentences have ended
+            hidden, gone = hidden.split([rows, held - rows])
+            ended.append(gone)
+        elif rows > held:  # backwards: more sentences start, from zeros as torch.nn.GRU's
+            hidden = torch.cat([hidden, hidden.new_zeros(rows - held, hidden.size(1))])
+        hidden = gru_step(input_gates[t], recurrent(hidden), hidden)
+        outputs[t] = hidden
+    return torch.cat(outputs), torch.cat([hidden, *reversed(ended)])
+
+
+def unpack(packed: PackedSequence, data: Tensor, finals: list[Tensor], steps: int):
+    """The top layer's packed outputs `data` and sorted final states `finals` (one a
+    direction) of a GRU over `packed` -> outputs [B, steps, n*dirs], finals [dirs, B, n]."""
+    outputs = PackedSequence(
+        data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+    )
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=steps)
+    return outputs, torch.stack(finals)[:, packed.unsorted_indices]
 
 
 def make_recurrent_layer(

@@ -15,9 +15,9 @@ import functools
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
-from seq2seq.cells import FusedGRU, gru_step
+from seq2seq.cells import FusedGRU, gru_direction, unpack
 
 
 def can_pack(dtype: torch.dtype) -> bool:
@@ -116,37 +116,13 @@ class PackedGRU(nn.Module):
         rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first
         data = packed.data  # [tokens, m], step by step
         for directions in self.layers:
-            results = [
-                self._direction(data, rows, *layers, d == 1) for d, layers in enumerate(directions)
-            ]
+            results = []
+            for (input_layer, recurrent), reverse in zip(directions, (False, True)):
+                input_gates = linear_rows(input_layer, data).split(rows)
+                zeros = data.new_zeros(rows[-1 if reverse else 0], recurrent.weight.size(1))
+                results.append(gru_direction(input_gates, recurrent, zeros, reverse))
             data = torch.cat([out for out, _ in results], dim=-1)
-        outputs = PackedSequence(
-            data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
-        )
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.size(1))
-        finals = torch.stack([final for _, final in results])[:, packed.unsorted_indices]
-        return outputs, finals
-
-    @staticmethod
-    def _direction(
-        data: Tensor,
-        rows: list[int],
-        input_layer: PackedLinear,
-        recurrent: PackedLinear,
-        reverse: bool,
-    ) -> tuple[Tensor, Tensor]:
-        """One direction of one layer: packed data [tokens, m] -> [tokens, n], final [B, n]."""
-        input_gates = linear_rows(input_layer, data).split(rows)
-        out = data.new_empty(data.size(0), recurrent.weight.size(1))
-        outputs = out.split(rows)  # views: each step writes its rows in place
-        hidden = data.new_zeros(rows[0], recurrent.weight.size(1))
-        # a sentence's rows stay first while it goes on: backwards, the rows that
-        # start late start from zeros, as torch.nn.GRU's do
-        for t in reversed(range(len(rows))) if reverse else range(len(rows)):
-            k = rows[t]
-            outputs[t].copy_(gru_step(input_gates[t], recurrent(hidden[:k]), hidden[:k]))
-            hidden[:k] = outputs[t]
-        return out, hidden
+        return unpack(packed, data, [final for _, final in results], x.size(1))
 
 
 def pack_linear_layers(module: nn.Module) -> None:

@@ -72,7 +72,8 @@ class StepWeight(_SharedOperand):
 
     def gathered(self, inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
         x, g = torch.cat(inputs), torch.cat(grads)
-        bias = None if self.operands[1] is None else g.sum(0, dtype=torch.float32)
+        wide = torch.promote_types(g.dtype, torch.float32)  # bf16 gradients summed in float32
+        bias = None if self.operands[1] is None else g.sum(0, dtype=wide)
         return g.t() @ x, bias
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.testing import assert_close
 
 from seq2seq.cells import (
@@ -140,6 +141,33 @@ def test_fused_gru_equals_step_by_step_loop_on_padded_batch(bidirectional, monke
     for row, length in enumerate(lengths.tolist()):
         alone, _ = fused.gru(x[row : row + 1, :length])
         assert_close(out_f[row, :length], alone[0])
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (2, False)])
+@pytest.mark.parametrize("lengths", [[5, 2, 4], [3, 3, 3]])
+def test_fused_gru_trains_on_a_cpu_as_torch_gru(layers, bidirectional, lengths):
+    """Its own loop in training (FusedGRU._train_on_cpu): outputs, finals and every
+    gradient as torch.nn.GRU's over the same PackedSequence."""
+    torch.manual_seed(0)
+    fused = FusedGRU(4, 3, layers, bidirectional, dropout=0.0).double()
+    x = torch.randn(3, max(lengths), 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor(lengths)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, finals = fused.gru(packed)
+    expected = (
+        pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0],
+        finals[-(1 + bidirectional) :],
+    )
+    got = fused(x, lengths)
+    weights = [torch.randn_like(t) for t in expected]
+    results = []
+    for outputs in (expected, got):
+        loss = sum((t * w).sum() for t, w in zip(outputs, weights))
+        results.append(torch.autograd.grad(loss, [x, *fused.parameters()]))
+    for e, g in zip(expected, got):
+        assert_close(g, e)
+    for e, g in zip(*results):
+        assert_close(g, e)
 
 
 def test_fused_gru_runs_in_the_cpu_autocast_dtype():
