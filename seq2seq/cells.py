@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.dropout import Dropout, dropout
 from seq2seq.stepweight import StepWeight
 
 CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
@@ -234,7 +235,7 @@ class RecurrentLayer(nn.Module):
             )
             for layer in range(layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
@@ -297,7 +298,7 @@ class FusedGRU(nn.Module):
         data = packed.data
         for k in range(gru.num_layers):
             if k > 0:
-                data = F.dropout(data, gru.dropout, self.training)
+                data = dropout(data, gru.dropout, self.training)
             results = []
             for suffix, reverse in zip(["", "_reverse"][: 1 + gru.bidirectional], (False, True)):
                 w_ih, b_ih, w_hh, b_hh = (

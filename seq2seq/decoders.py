@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.cells import gru_step, tanh_
+from seq2seq.dropout import Dropout
 from seq2seq.encoders import EncoderOutput
 from seq2seq.packed import ROW_BLOCK, PackedLinear, linear_rows
 from seq2seq.stepweight import StepMemory, StepWeight
@@ -123,7 +124,7 @@ class ContextDecoder(nn.Module):
         self.out_hidden = nn.Linear(hidden_size, 2 * maxout_size)  # O_h
         self.out_embedded = nn.Linear(emb_size, 2 * maxout_size, bias=False)  # O_y
         self.out_context = nn.Linear(context_size, 2 * maxout_size, bias=False)  # O_c
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def init_state(self, encoded: EncoderOutput) -> DecoderState:
         """Initial state and the per-sentence projections of c."""
@@ -202,7 +203,7 @@ class AttentionDecoder(nn.Module):
         self.out_hidden = nn.Linear(hidden_size, 2 * maxout_size)
         self.out_embedded = nn.Linear(emb_size, 2 * maxout_size, bias=False)
         self.out_context = nn.Linear(memory_size, 2 * maxout_size, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def init_state(self, encoded: EncoderOutput) -> DecoderState:
         """Initial state; keys and values are projected once per sentence."""

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.cells import length_mask, make_recurrent_layer
+from seq2seq.dropout import Dropout
 
 
 @dataclass
@@ -47,7 +48,7 @@ class RNNEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = make_recurrent_layer(
             cell, embedding.embedding_dim, hidden_size, layers, bidirectional, dropout
         )
@@ -80,7 +81,7 @@ class GRConvEncoder(nn.Module):
     def __init__(self, embedding: nn.Embedding, hidden_size: int, dropout: float) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.leaf = nn.Linear(embedding.embedding_dim, hidden_size, bias=False)  # U
         self.candidate = nn.Linear(2 * hidden_size, hidden_size)  # [W_l W_r], b
         self.gate = nn.Linear(2 * hidden_size, 3)  # [G_l G_r], g

@@ -25,6 +25,7 @@ from seq2seq.decoders import (
     linear_rows,
     wide_dtype,
 )
+from seq2seq.dropout import Dropout
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.loss import output_loss
 from seq2seq.packed import PackedLinear
@@ -61,7 +62,7 @@ class Seq2Seq(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.tgt_embedding = tgt_embedding
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.embedding_dropout = Dropout(dropout)
         self.output = nn.Linear(maxout_size, tgt_embedding.num_embeddings)
         if tie_embeddings:
             self.output.weight = tgt_embedding.weight
