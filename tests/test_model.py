@@ -115,6 +115,16 @@ def test_output_loss_is_cross_entropy_of_the_output_layer(label_smoothing, rows)
         assert_close(got.double(), expected)
 
 
+def test_output_losses_alive_together_keep_their_own_gradients():
+    """loss._buffer hands a finished backward's buffer to the next forward only."""
+    first, second = loss_inputs(), loss_inputs(rows=(4, 6))
+    expected = [torch.autograd.grad(reference_loss(*i, 0.1), i[:3]) for i in (first, second)]
+    losses = [output_loss(*i, 0.1) for i in (first, second)]  # both graphs alive
+    for loss, inputs, grads in zip(reversed(losses), (second, first), reversed(expected)):
+        for got, e in zip(torch.autograd.grad(loss, inputs[:3]), grads):
+            assert_close(got, e)
+
+
 def test_output_loss_under_bf16_autocast_matches_float32():
     inputs = loss_inputs(torch.float32, rows=(9, 30), words=300)
     reference = reference_loss(*inputs, 0.1)
