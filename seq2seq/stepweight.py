@@ -72,8 +72,9 @@ class StepWeight(_SharedOperand):
 
     def gathered(self, inputs: list[Tensor], grads: list[Tensor]) -> tuple[Tensor | None, ...]:
         x, g = torch.cat(inputs), torch.cat(grads)
-        wide = torch.promote_types(g.dtype, torch.float32)  # bf16 gradients summed in float32
-        bias = None if self.operands[1] is None else g.sum(0, dtype=wide)
+        # in g's dtype, as autograd's under autocast (the sum accumulates in float32 anyway):
+        # a float32 copy of g first took ~2.4 ms of a bf16 step at hidden 512 (profiled)
+        bias = None if self.operands[1] is None else g.sum(0)
         return g.t() @ x, bias
 
 
