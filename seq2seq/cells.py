@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import Function
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -58,8 +59,9 @@ def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     Returns:
         The new state [B, n].
     """
+    if torch.is_grad_enabled():
+        return _GRUStep.apply(input_gates, hidden_gates, hidden)
     n = hidden.shape[-1]
-    # split, not slices: a slice's backward fills a zero tensor of the whole input
     gates_in, candidate_in = input_gates.split([2 * n, n], dim=-1)
     gates_h, candidate_h = hidden_gates.split([2 * n, n], dim=-1)
     # both gates in one add and one sigmoid; lerp is h̃ + z ⊙ (h - h̃) in one kernel
@@ -67,6 +69,46 @@ def gru_step(input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tenso
     candidate = tanh_(candidate_in + reset * candidate_h)
     dtype = torch.promote_types(candidate.dtype, hidden.dtype)  # lerp does not promote
     return torch.lerp(candidate.to(dtype), hidden.to(dtype), update.to(dtype))
+
+
+class _GRUStep(Function):
+    """gru_step for training, its backward written out: autograd's ran a node per
+    operation and joined the pieces of each split and chunk with a concatenation,
+    three a step (~4 ms of a 290 ms bf16 step at hidden 512, profiled); here each
+    piece of the gradient is written into its place."""
+
+    @staticmethod
+    def forward(ctx, input_gates: Tensor, hidden_gates: Tensor, hidden: Tensor) -> Tensor:
+        ctx.dtypes = input_gates.dtype, hidden_gates.dtype, hidden.dtype
+        dtype = functools.reduce(torch.promote_types, ctx.dtypes)
+        input_gates, hidden_gates, hidden = (
+            t.to(dtype) for t in (input_gates, hidden_gates, hidden)
+        )
+        n = hidden.size(-1)
+        gates = torch.sigmoid(input_gates[:, : 2 * n] + hidden_gates[:, : 2 * n])  # [r z]
+        reset, update = gates.chunk(2, -1)
+        candidate_h = hidden_gates[:, 2 * n :]
+        candidate = torch.addcmul(input_gates[:, 2 * n :], reset, candidate_h).tanh_()
+        ctx.save_for_backward(gates, candidate_h, candidate, hidden)
+        return torch.lerp(candidate, hidden, update)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        gates, candidate_h, candidate, hidden = ctx.saved_tensors
+        reset, update = gates.chunk(2, -1)
+        n = hidden.size(-1)
+        grad_input = grad.new_empty(grad.size(0), 3 * n)  # [r z n], so is grad_recurrent
+        grad_recurrent = torch.empty_like(grad_input)
+        grad_hidden = grad * update
+        grad_candidate = grad_input[:, 2 * n :]  # through tanh
+        torch.ops.aten.tanh_backward(grad - grad_hidden, candidate, grad_input=grad_candidate)
+        grad_gates = grad_input[:, : 2 * n]  # through σ
+        torch.mul(grad_candidate, candidate_h, out=grad_gates[:, :n])
+        torch.mul(grad, hidden - candidate, out=grad_gates[:, n:])
+        torch.ops.aten.sigmoid_backward(grad_gates, gates, grad_input=grad_gates)
+        grad_recurrent[:, : 2 * n] = grad_gates
+        torch.mul(grad_candidate, reset, out=grad_recurrent[:, 2 * n :])
+        return tuple(g.to(d) for g, d in zip((grad_input, grad_recurrent, grad_hidden), ctx.dtypes))
 
 
 class GatedCell(nn.Module):

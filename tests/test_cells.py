@@ -9,6 +9,7 @@ from seq2seq.cells import (
     LSTMCell,
     RecurrentLayer,
     TanhCell,
+    gru_step,
     make_cell,
     tanh_,
 )
@@ -141,6 +142,26 @@ def test_fused_gru_equals_step_by_step_loop_on_padded_batch(bidirectional, monke
     for row, length in enumerate(lengths.tolist()):
         alone, _ = fused.gru(x[row : row + 1, :length])
         assert_close(out_f[row, :length], alone[0])
+
+
+def test_gru_step_trains_with_the_gradients_of_its_equations():
+    """gru_step's written-out backward (training) against autograd over the equations."""
+    torch.manual_seed(0)
+    n = 4
+    inputs = [torch.randn(3, k, dtype=torch.float64, requires_grad=True) for k in (3 * n, 3 * n, n)]
+
+    def equations(i, g, h):
+        r = torch.sigmoid(i[:, :n] + g[:, :n])
+        z = torch.sigmoid(i[:, n : 2 * n] + g[:, n : 2 * n])
+        candidate = torch.tanh(i[:, 2 * n :] + r * g[:, 2 * n :])
+        return z * h + (1 - z) * candidate
+
+    weights = torch.randn(3, n, dtype=torch.float64)
+    expected = equations(*inputs)
+    got = gru_step(*inputs)
+    assert_close(got, expected)
+    for e, g in zip(*(torch.autograd.grad((y * weights).sum(), inputs) for y in (expected, got))):
+        assert_close(g, e)
 
 
 @pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (2, False)])
