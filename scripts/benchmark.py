@@ -220,7 +220,7 @@ def gemm_gflops(
     torch's own (`a @ b`), or with `packed` oneDNN's, as search runs it (`PackedLinear`; on
     AMD CPUs torch's float32 products are MKL's AVX2 kernels, oneDNN's AVX-512). On a GPU
     float32 as torch runs it by default (no TF32)."""
-    from seq2seq.packed import PackedLinear
+    from seq2seq.onednn import PackedLinear
 
     gpu = device != "cpu"
     a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))

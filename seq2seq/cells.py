@@ -26,6 +26,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.dropout import Dropout, dropout
+from seq2seq.onednn import linear_rows
 from seq2seq.stepweight import StepWeight
 
 CELL_NAMES = ("gru", "gru_reset_after", "gru1", "gru2", "gru3", "tanh", "lstm")
@@ -350,8 +351,6 @@ class FusedGRU(nn.Module):
         an EPYC, profiled). Here U is a StepWeight (one product for its gradient)
         and the input gates are split, not sliced. Under autocast all in its dtype.
         """
-        from seq2seq.packed import linear_rows  # packed.py imports this module
-
         gru = self.gru
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from seq2seq.cells import gru_step, tanh_
 from seq2seq.dropout import Dropout
 from seq2seq.encoders import EncoderOutput
-from seq2seq.packed import ROW_BLOCK, PackedLinear, linear_rows
+from seq2seq.onednn import ROW_BLOCK, PackedLinear, linear_rows
 from seq2seq.stepweight import StepMemory, StepWeight
 
 

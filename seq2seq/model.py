@@ -28,7 +28,7 @@ from seq2seq.decoders import (
 from seq2seq.dropout import Dropout
 from seq2seq.encoders import EncoderOutput, GRConvEncoder, RNNEncoder
 from seq2seq.loss import output_loss
-from seq2seq.packed import PackedLinear
+from seq2seq.onednn import PackedLinear
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
 

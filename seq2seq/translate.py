@@ -23,7 +23,8 @@ from seq2seq.checkpoint import CheckpointError, dequantize_matrices, load_file
 from seq2seq.config import Config, ConfigError, config_from_dict
 from seq2seq.data import clean, collate, collate_sources, split_by_length, token_batches
 from seq2seq.model import Ensemble, Seq2Seq, build_model
-from seq2seq.packed import can_pack, pack_linear_layers
+from seq2seq.onednn import can_pack
+from seq2seq.packed import pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
 from seq2seq.tokenizer import Tokenizer

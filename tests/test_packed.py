@@ -3,11 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq import packed as packed_module
+from seq2seq import onednn
 from seq2seq.cells import FusedGRU
 from seq2seq.decoders import AttentionDecoder
 from seq2seq.encoders import EncoderOutput
-from seq2seq.packed import ROW_BLOCK, PackedGRU, PackedLinear, can_pack, pack_linear_layers
+from seq2seq.onednn import ROW_BLOCK, PackedLinear, can_pack
+from seq2seq.packed import PackedGRU, pack_linear_layers
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
 DTYPES = [
@@ -42,7 +43,7 @@ def assert_same(ours, theirs):
 
 def test_float32_is_packed_on_amd_cpus_only(monkeypatch):
     for vendor, packs in [("AuthenticAMD", True), ("GenuineIntel", False), ("", False)]:
-        monkeypatch.setattr(packed_module, "cpu_vendor", lambda vendor=vendor: vendor)
+        monkeypatch.setattr(onednn, "cpu_vendor", lambda vendor=vendor: vendor)
         assert can_pack(torch.float32) is packs
     assert not can_pack(torch.float16)
 
