@@ -178,8 +178,9 @@ def bench_train(args: argparse.Namespace) -> None:
         f"{args.steps} steps per run, median of {args.runs}; {flops / 1e6:.1f} MFLOP per target "
         "token (forward + backward, counted by torch.utils.flop_counter)"
     )
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        rates = []
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for precision in args.precision:
+        dtype, rates = dtypes[precision], []
         for run in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
                 overrides = [
@@ -778,6 +779,7 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=50, help="at least 50 (one log record)")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     p = sub.add_parser("translate")
     p.add_argument("--model", default=str(ROOT / "models" / "de-en.pt"))
     p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
