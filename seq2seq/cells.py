@@ -401,7 +401,9 @@ def gru_direction(
     return torch.cat(outputs), torch.cat([hidden, *reversed(ended)])
 
 
-def unpack(packed: PackedSequence, data: Tensor, finals: list[Tensor], steps: int):
+def unpack(
+    packed: PackedSequence, data: Tensor, finals: list[Tensor], steps: int
+) -> tuple[Tensor, Tensor]:
     """The top layer's packed outputs `data` and sorted final states `finals` (one a
     direction) of a GRU over `packed` -> outputs [B, steps, n*dirs], finals [dirs, B, n]."""
     outputs = PackedSequence(
