@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from seq2seq.onednn import ROW_BLOCK
+from seq2seq.onednn import cat_rows
 from seq2seq.tokenizer import PAD_ID
 
 CHUNK = 64  # rows a block on a CPU: 64 x 8,000 float32 is 2 MB (faster than 32 or 256, measured)
@@ -65,13 +65,8 @@ class _OutputLoss(Function):
         dtype = _compute_dtype(features)
         ctx.dtypes = features.dtype, weight.dtype, bias.dtype
         ctx.shape = features.shape
-        x, targets = features.flatten(0, -2), tgt_out.flatten()
-        # rows padded to a block where oneDNN multiplies: it makes a kernel per shape
-        # (onednn.linear_rows)
-        on_onednn = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        padding = -x.size(0) % ROW_BLOCK if on_onednn else 0
-        x = F.pad(x.to(dtype), (0, 0, 0, padding))
-        targets = F.pad(targets, (0, padding), value=PAD_ID)
+        x = cat_rows([features.flatten(0, -2).to(dtype)])  # few product shapes for oneDNN
+        targets = F.pad(tgt_out.flatten(), (0, x.size(0) - tgt_out.numel()), value=PAD_ID)
         w = weight.to(dtype)
         ctx.buffer = _buffer(x.size(0) * w.size(0), x)
         grad = ctx.buffer[: x.size(0) * w.size(0)].view(x.size(0), w.size(0))
