@@ -351,27 +351,50 @@ class FusedGRU(nn.Module):
         an EPYC, profiled). Here U is a StepWeight (one product for its gradient)
         and the input gates are split, not sliced. Under autocast all in its dtype.
         """
-        gru = self.gru
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first
-        data = packed.data
+        gru, layers = self.gru, []
         for k in range(gru.num_layers):
-            if k > 0:
-                data = dropout(data, gru.dropout, self.training)
-            results = []
-            for suffix, reverse in zip(["", "_reverse"][: 1 + gru.bidirectional], (False, True)):
+            directions = []
+            for suffix in ["", "_reverse"][: 1 + gru.bidirectional]:
                 w_ih, b_ih, w_hh, b_hh = (
                     getattr(gru, f"{name}_l{k}{suffix}")
                     for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")
                 )
-                product = functools.partial(F.linear, weight=w_ih, bias=b_ih)
-                input_gates = linear_rows(product, data).split(rows)
                 recurrent = StepWeight(w_hh, b_hh)
-                zeros = input_gates[0].new_zeros(rows[-1 if reverse else 0], gru.hidden_size)
-                start = recurrent.start(zeros)
-                results.append(gru_direction(input_gates, recurrent, start, reverse))
-            data = torch.cat([out for out, _ in results], dim=-1)
-        return unpack(packed, data, [final for _, final in results], x.size(1))
+                product = functools.partial(F.linear, weight=w_ih, bias=b_ih)
+                directions.append((product, recurrent, recurrent.start))
+            layers.append(directions)
+        return gru_layers(x, lengths, layers, gru.dropout, self.training)
+
+
+def gru_layers(
+    x: Tensor,
+    lengths: Tensor,
+    layers: list[list[tuple[Callable, Callable, Callable | None]]],
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """A GRU over a padded batch, run as torch.nn.GRU runs a PackedSequence.
+
+    layers: for each layer, for each direction (forwards, then backwards), its
+    input product (x -> W x + b), recurrent product (h -> U h + b_U) and `start`
+    (the zero state -> the first state; None: the zeros themselves).
+    Returns outputs [B, T, n*dirs] and the top layer's finals [dirs, B, n].
+    """
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first
+    data = packed.data  # [tokens, m], step by step
+    for k, directions in enumerate(layers):
+        if k > 0:
+            data = dropout(data, dropout_p, training)
+        results = []
+        for (input_product, recurrent, start), reverse in zip(directions, (False, True)):
+            input_gates = linear_rows(input_product, data).split(rows)
+            hidden_size = input_gates[0].size(-1) // 3
+            zeros = input_gates[0].new_zeros(rows[-1 if reverse else 0], hidden_size)
+            first = zeros if start is None else start(zeros)
+            results.append(gru_direction(input_gates, recurrent, first, reverse))
+        data = torch.cat([out for out, _ in results], dim=-1)
+    return unpack(packed, data, [final for _, final in results], x.size(1))
 
 
 def gru_direction(

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-from seq2seq.cells import FusedGRU, gru_direction, unpack
-from seq2seq.onednn import PackedLinear, linear_rows
+from seq2seq.cells import FusedGRU, gru_layers
+from seq2seq.onednn import PackedLinear
 
 
 class PackedGRU(nn.Module):
@@ -42,17 +41,8 @@ class PackedGRU(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, m], lengths [B] -> outputs [B, T, n*dirs], finals [dirs, B, n]."""
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        rows = packed.batch_sizes.tolist()  # sentences still going at each step, longest first
-        data = packed.data  # [tokens, m], step by step
-        for directions in self.layers:
-            results = []
-            for (input_layer, recurrent), reverse in zip(directions, (False, True)):
-                input_gates = linear_rows(input_layer, data).split(rows)
-                zeros = data.new_zeros(rows[-1 if reverse else 0], recurrent.weight.size(1))
-                results.append(gru_direction(input_gates, recurrent, zeros, reverse))
-            data = torch.cat([out for out, _ in results], dim=-1)
-        return unpack(packed, data, [final for _, final in results], x.size(1))
+        layers = [[(linear, recurrent, None) for linear, recurrent in d] for d in self.layers]
+        return gru_layers(x, lengths, layers)
 
 
 def pack_linear_layers(module: nn.Module) -> None:
