@@ -20,3 +20,9 @@ def test_dropout_is_the_identity_in_eval_mode_and_keeps_the_dtype():
     x = torch.randn(3, 4, dtype=torch.bfloat16)
     assert Dropout(0.3).eval()(x) is x
     assert Dropout(0.3).train()(x).dtype == torch.bfloat16
+
+
+def test_every_16_bits_of_a_64_bit_draw_keep_their_share():
+    torch.manual_seed(0)
+    kept = Dropout(0.5).train()(torch.ones(100_000, 4)) != 0  # column j: the j-th 16 bits
+    assert_close(kept.float().mean(0), torch.full((4,), 0.5), atol=0.01, rtol=0)
