@@ -12,7 +12,7 @@ from helpers import free_port
 from seq2seq.checkpoint import load_file
 from seq2seq.config import ConfigError, load_config
 from seq2seq.runs import RunFolderError
-from seq2seq.train import Trainer, make_scheduler
+from seq2seq.train import Trainer, clip_gradients, make_scheduler
 
 
 def last_checkpoint(run_dir):
@@ -193,6 +193,23 @@ def test_linear_decay_warms_up_then_falls_to_zero_at_max_steps():
     assert rates == pytest.approx(expected)
     with pytest.raises(ConfigError, match="needs train.max_steps"):
         load_config("tiny", ["train.schedule=linear_decay"])
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 5.0])
+def test_clipping_equals_torchs_above_and_below_the_threshold(max_norm):
+    torch.manual_seed(0)
+    parameters = [torch.nn.Parameter(torch.randn(n)) for n in (3, 7)]
+    for p in parameters:
+        p.grad = torch.randn_like(p)
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in parameters]
+    for p, twin in zip(parameters, twins):
+        twin.grad = p.grad.clone()
+    torch.nn.utils.clip_grad_norm_(twins, max_norm)
+    unused = torch.nn.Parameter(torch.zeros(2))  # no gradient: skipped, as torch does
+    clip_gradients([*parameters, unused], max_norm)
+    for p, twin in zip(parameters, twins):
+        assert torch.equal(p.grad, twin.grad)
+    assert unused.grad is None
 
 
 def run_child(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
