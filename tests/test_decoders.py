@@ -159,4 +159,5 @@ def test_search_projects_only_the_real_positions_of_a_padded_batch(float64):
         gathered = decoder.init_state(enc)
     assert shapes[-1] == (58, D)
     assert_close(gathered.keys, whole.keys.detach(), rtol=1e-12, atol=0)
-    assert_close(gathered.values, whole.values.detach(), rtol=1e-12, atol=0)
+    for name in ("gate_values", "out_values"):
+        assert_close(getattr(gathered, name), getattr(whole, name).detach(), rtol=1e-12, atol=0)
