@@ -180,7 +180,7 @@ def bench_train(args: argparse.Namespace) -> None:
     )
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for precision in args.precision:
-        dtype, rates = dtypes[precision], []
+        dtype, rates, steady_rates = dtypes[precision], [], []
         for run in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
                 overrides = [
@@ -196,7 +196,13 @@ def bench_train(args: argparse.Namespace) -> None:
                     command += ["--set", override]
                 run_child(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 records = [json.loads(x) for x in Path(tmp, "log.jsonl").read_text().splitlines()]
-                rates.append([r for r in records if r["type"] == "train"][-1]["tokens_per_s"])
+                train = [r for r in records if r["type"] == "train"]
+                rates.append(train[-1]["tokens_per_s"])
+                if len(train) > 1:  # after the first record: warmed up, as Joey NMT's log lines
+                    tokens, seconds = (
+                        train[-1][k] - train[0][k] for k in ("target_tokens", "train_seconds")
+                    )
+                    steady_rates.append(tokens / seconds)
         rate = statistics.median(rates)
         device = config.train.device
         # a GPU needs a larger product to run near its peak
@@ -206,6 +212,12 @@ def bench_train(args: argparse.Namespace) -> None:
             f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
             f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
         )
+        if steady_rates:
+            steady = statistics.median(steady_rates)
+            print(
+                f"    after step {train[0]['step']} (warmed up): {steady:,.0f} target tokens/s, "
+                f"{100 * steady * flops / 1e9 / peak:.0f}% of that peak"
+            )
         if dtype == torch.float32 and device == "cpu":
             onednn = gemm_gflops(dtype, packed=True)
             print(

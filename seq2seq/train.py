@@ -348,7 +348,9 @@ class Trainer:
             "epoch": progress.epoch,
             "loss": round(self._loss_sum / max(self._loss_steps, 1), 4),
             "lr": self._lr(),
-            "tokens_per_s": round(progress.target_tokens / progress.train_seconds),
+            "tokens_per_s": round(progress.target_tokens / progress.train_seconds),  # since 0
+            "target_tokens": progress.target_tokens,
+            "train_seconds": round(progress.train_seconds, 3),
         }
         self._loss_sum, self._loss_steps = 0.0, 0
         self._log(record)
