@@ -26,16 +26,14 @@ class _SharedOperand:
     One forward pass, one backward pass.
     """
 
-    def __init__(self, *shared: Tensor | None, dtype: torch.dtype | None = None) -> None:
-        """`dtype`: the products' dtype; by default autocast's (cast once, not at every step)."""
+    def __init__(self, *shared: Tensor | None) -> None:
         self.shared = shared
         self.pairs: list[tuple[Tensor, Tensor]] = []
         self.gathered_already = False
         device = shared[0].device.type
-        if dtype is None:
-            dtype = shared[0].dtype
-            if torch.is_autocast_enabled(device):
-                dtype = torch.get_autocast_dtype(device)
+        dtype = shared[0].dtype
+        if torch.is_autocast_enabled(device):  # cast once, not at every step
+            dtype = torch.get_autocast_dtype(device)
         self.dtype = dtype
         self.operands = tuple(None if t is None else t.detach().to(dtype) for t in shared)
 
@@ -85,8 +83,8 @@ class StepWeight(_SharedOperand):
 class StepMemory(_SharedOperand):
     """Attention's mix of a per-sentence memory at every step: α [B, k, S] -> α V [B, k, N]."""
 
-    def __init__(self, memory: Tensor, dtype: torch.dtype | None = None) -> None:
-        super().__init__(memory, dtype=dtype)
+    def __init__(self, memory: Tensor) -> None:
+        super().__init__(memory)
 
     def product(self, x: Tensor) -> Tensor:
         return torch.bmm(x, self.operands[0])
@@ -104,8 +102,7 @@ class _Step(Function):
         ctx.owner, ctx.dtype = owner, x.dtype
         x = x.to(owner.dtype)
         ctx.save_for_backward(x)
-        with torch.autocast(x.device.type, enabled=False):  # in owner.dtype, whatever autocast's
-            return owner.product(x)
+        return owner.product(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
