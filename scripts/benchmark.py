@@ -179,8 +179,11 @@ def bench_train(args: argparse.Namespace) -> None:
         "token (forward + backward, counted by torch.utils.flop_counter)"
     )
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    device = config.train.device
+    size = 2048 if device == "cpu" else 8192  # a GPU needs a larger product to run near its peak
     for precision in args.precision:
         dtype, rates, steady_rates = dtypes[precision], [], []
+        peaks = [gemm_gflops(dtype, size=size, device=device)]
         for run in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
                 overrides = [
@@ -204,13 +207,15 @@ def bench_train(args: argparse.Namespace) -> None:
                     )
                     steady_rates.append(tokens / seconds)
         rate = statistics.median(rates)
-        device = config.train.device
-        # a GPU needs a larger product to run near its peak
-        peak = gemm_gflops(dtype, size=2048 if device == "cpu" else 8192, device=device)
+        # measured before and after the runs, the higher taken: one measurement alone fell
+        # to 437 GFLOP/s in a slow moment where 789-869 was usual (EPYC, 2026-11-30)
+        peaks.append(gemm_gflops(dtype, size=size, device=device))
+        peak = max(peaks)
         print(
             f"  {precision}: {rate:,.0f} target tokens/s, {rate * flops / 1e9:.1f} GFLOP/s = "
             f"{100 * rate * flops / 1e9 / peak:.0f}% of this machine's {precision} GEMM peak "
-            f"({peak:.0f} GFLOP/s); an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
+            f"({peak:.0f} GFLOP/s; {peaks[0]:.0f} before the runs, {peaks[1]:.0f} after); "
+            f"an epoch of 442,896 target tokens in {442_896 / rate:.0f} s"
         )
         if steady_rates:
             steady = statistics.median(steady_rates)
