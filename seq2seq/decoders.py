@@ -258,8 +258,11 @@ class AttentionDecoder(nn.Module):
         back, so it waits for all steps' weights), and the state to start from.
         Training multiplies by [U; W_a] as one StepWeight and mixes as a StepMemory."""
         if not torch.is_grad_enabled():
-            products = lambda hidden: (self.recurrent(hidden), self.query(hidden))  # noqa: E731
-            return products, lambda weights: torch.bmm(weights, state.gate_values), state
+            return (
+                lambda hidden: (self.recurrent(hidden), self.query(hidden)),
+                lambda weights: torch.bmm(weights, state.gate_values),
+                state,
+            )
         layer = StepWeight(
             torch.cat([self.recurrent.weight, self.query.weight]),
             torch.cat([self.recurrent.bias, self.query.bias]),
@@ -298,10 +301,10 @@ class AttentionDecoder(nn.Module):
             weights.append(self.attend(state, query))  # [B, 1, S]
             hidden = gru_step(input_gates + mix(weights[-1]).flatten(0, 1), hidden_gates, hidden)
             hiddens.append(hidden)
-        out_values = state.out_values
+        weights = torch.cat(weights, dim=1).to(state.out_values.dtype)  # [B, T, S]
         features = (
             linear_rows(self.out_hidden, torch.stack(hiddens, dim=1))
             + linear_rows(self.out_embedded, embedded)
-            + torch.bmm(torch.cat(weights, dim=1).to(out_values.dtype), out_values)  # O_c c_i
+            + torch.bmm(weights, state.out_values)  # O_c c_i, all steps at once
         )
         return self.dropout(maxout(features))
