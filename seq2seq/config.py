@@ -74,7 +74,8 @@ class TrainConfig:
     lr: float = _positive(0.001)
     clip_norm: float = _at_least(1.0, 0)  # 0 turns clipping off
     # warmup_decay: warm-up, then inverse-sqrt decay; linear_decay: warm-up, then
-    # linear decay to 0 at max_steps (a run of known length)
+    # linear decay to 0 at max_steps, or, without it, at the step that max_minutes
+    # reaches at the speed of the warm-up (a run of known length or time)
     schedule: str = _choice("plateau", "constant", "warmup_decay", "linear_decay")
     warmup_steps: int = _at_least(1000, 0)
     plateau_factor: float = field(default=0.5, metadata={"min": 0, "max": 1})
@@ -181,9 +182,12 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             "model.tie_embeddings needs model.maxout_size == model.emb_size "
             f"({model.maxout_size} != {model.emb_size})"
         )
-    if config.train.schedule == "linear_decay" and not config.train.max_steps:
+    if config.train.schedule == "linear_decay" and not (
+        config.train.max_steps or config.train.max_minutes
+    ):
         raise ConfigError(
-            "train.schedule=linear_decay needs train.max_steps (where the rate reaches 0)"
+            "train.schedule=linear_decay needs train.max_steps or train.max_minutes "
+            "(where the rate reaches 0)"
         )
     return config
 

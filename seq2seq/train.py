@@ -16,7 +16,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -54,6 +54,9 @@ class Progress:
     target_tokens: int = 0
     done: bool = False
     last_valid_step: int = -1  # the step of the last scheduled validation
+    # linear_decay under a time budget (no max_steps): the step where the rate reaches 0,
+    # fixed at the end of warm-up from its speed so far (0: not yet)
+    decay_end: int = 0
 
 
 @dataclass
@@ -107,8 +110,14 @@ def make_optimizer(model: Seq2Seq, train: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=train.lr, fused=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
-    """constant, plateau (on dev BLEU), or warm-up then inverse-sqrt or linear decay."""
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig, budget_end: Callable[[], int] = lambda: 0
+):
+    """constant, plateau (on dev BLEU), or warm-up then inverse-sqrt or linear decay.
+
+    linear_decay reaches 0 at train.max_steps or, without it, at `budget_end()`: the step
+    that train.max_minutes reaches, known after warm-up (until then the warm-up alone).
+    """
     if train.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=train.plateau_factor, patience=train.plateau_patience
@@ -118,12 +127,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1)))
         )
-    if train.schedule == "linear_decay":  # 1 at the end of warm-up, 0 at max_steps
-        warmup, end = max(train.warmup_steps, 1), train.max_steps
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: min((s + 1) / warmup, max(end - s, 0) / max(end - warmup, 1)),
-        )
+    if train.schedule == "linear_decay":  # 1 at the end of warm-up, 0 at the end
+        warmup = max(train.warmup_steps, 1)
+
+        def linear_decay(s: int) -> float:
+            end = train.max_steps or budget_end()
+            if not end:
+                return min((s + 1) / warmup, 1.0)
+            return min((s + 1) / warmup, max(end - s, 0) / max(end - warmup, 1))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
@@ -169,13 +182,15 @@ class Trainer:
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.progress = Progress()
         self.optimizer = make_optimizer(self.model, self.train_cfg)
-        self.scheduler = make_scheduler(self.optimizer, self.train_cfg)
+        self.scheduler = make_scheduler(
+            self.optimizer, self.train_cfg, lambda: self.progress.decay_end
+        )
         # fp16 gradients underflow without a loss scale; bf16 has float32's range
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.train_cfg.precision == "fp16"
         )
-        self.progress = Progress()
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM; the loop stops after a step
         self._last_valid_seconds = 0.0  # training time at the last dev report
         self._loss_sum, self._loss_steps = 0.0, 0  # since the last training report
@@ -327,6 +342,12 @@ class Trainer:
 
     def _after_step(self, loss: float) -> None:
         cfg, progress = self.train_cfg, self.progress
+        if (
+            cfg.schedule == "linear_decay"
+            and not (cfg.max_steps or progress.decay_end)
+            and progress.step >= cfg.warmup_steps
+        ):
+            self._fix_decay_end()
         if progress.step % REPORT_EVERY == 0:
             self._report_training()
         if progress.step % cfg.valid_every == 0:
@@ -338,6 +359,29 @@ class Trainer:
             self.validate(timed=True)
         if self._limits_reached():
             progress.done = True
+
+    def _fix_decay_end(self) -> None:
+        """The step that train.max_minutes reaches at the speed of the steps so far (the
+        first steps are the slowest, so it errs early); every rank takes rank 0's."""
+        cfg, progress = self.train_cfg, self.progress
+        seconds_a_step = progress.train_seconds / progress.step
+        left = max(60 * cfg.max_minutes - progress.train_seconds, 0)
+        end = torch.tensor([progress.step + int(left / seconds_a_step)])
+        if self.world > 1:
+            end = end.to(self.device)
+            dist.broadcast(end, src=0)
+        progress.decay_end = int(end.item())
+        self.bar.total = progress.decay_end
+        self._log({"type": "schedule", "step": progress.step, "decay_end": progress.decay_end})
+        if self.rank == 0:
+            log.info(
+                "the time budget of %g training minutes: the rate reaches 0 at step %d "
+                "(%.3f s a step so far; train.max_steps=%d train.max_minutes=0 repeats this run)",
+                cfg.max_minutes,
+                progress.decay_end,
+                seconds_a_step,
+                progress.decay_end,
+            )
 
     def _report_training(self) -> None:
         """The mean loss since the last report (one batch alone swings with its lengths)."""
@@ -383,10 +427,12 @@ class Trainer:
         )
 
     def _limits_reached(self) -> bool:
-        """Step, time, epoch or patience limit reached (a resumed run may raise them)."""
+        """Step, time, epoch or patience limit reached (a resumed run may raise them), or
+        the end of a time budget's decay."""
         cfg, progress = self.train_cfg, self.progress
         return bool(
             (cfg.max_steps and progress.step >= cfg.max_steps)
+            or (not cfg.max_steps and progress.decay_end and progress.step >= progress.decay_end)
             or (cfg.max_minutes and progress.train_seconds / 60 >= cfg.max_minutes)
             or (cfg.patience and progress.bad_validations >= cfg.patience)
             or progress.epoch >= cfg.max_epochs

@@ -191,8 +191,64 @@ def test_linear_decay_warms_up_then_falls_to_zero_at_max_steps():
         scheduler.step()
     expected = [0.5, 1.0, 1.5, 2.0, 2.0, 5 / 3, 4 / 3, 1.0, 2 / 3, 1 / 3, 0.0]
     assert rates == pytest.approx(expected)
-    with pytest.raises(ConfigError, match="needs train.max_steps"):
+    with pytest.raises(ConfigError, match="needs train.max_steps or train.max_minutes"):
         load_config("tiny", ["train.schedule=linear_decay"])
+
+
+def test_linear_decay_under_a_time_budget_warms_up_then_falls_to_zero_at_its_end():
+    config = load_config(
+        "tiny", ["train.schedule=linear_decay", "train.warmup_steps=4", "train.max_minutes=1"]
+    )
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    end = 0  # not known until the end of warm-up
+    scheduler = make_scheduler(optimizer, config.train, lambda: end)
+    rates = []
+    for step in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+        end = 10 if step >= 3 else 0
+    assert rates == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 5 / 3, 4 / 3, 1.0, 2 / 3, 1 / 3, 0.0])
+
+
+def fake_step_seconds(monkeypatch, seconds: float) -> None:
+    """Every training step takes `seconds` by the training loop's clock."""
+    from types import SimpleNamespace
+
+    import seq2seq.train
+
+    ticks = iter(range(10**6))
+    clock = SimpleNamespace(
+        perf_counter=lambda: next(ticks) * seconds, monotonic=seq2seq.train.time.monotonic
+    )
+    monkeypatch.setattr(seq2seq.train, "time", clock)
+
+
+def test_a_time_budget_ends_the_decay_where_the_warm_ups_speed_runs_out_and_resumes(
+    tiny_config, tmp_path, monkeypatch
+):
+    # 0.5 s a step, 6 s in all: the end, fixed after 4 steps of warm-up, is step 12
+    config = tiny(
+        tiny_config,
+        "train.schedule=linear_decay",
+        "train.warmup_steps=4",
+        "train.max_minutes=0.1",
+        "train.checkpoint_every=4",
+        "train.max_epochs=100",
+    )
+    fake_step_seconds(monkeypatch, 0.5)
+    Trainer.build(config, tmp_path / "straight").run()
+    straight = last_checkpoint(tmp_path / "straight")
+    assert straight["progress"]["step"] == straight["progress"]["decay_end"] == 12
+    assert straight["optimizer"]["param_groups"][0]["lr"] == 0
+    records = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").open()]
+    assert {"type": "schedule", "step": 4, "decay_end": 12} in records
+
+    # a crash after the end was fixed; the resumed run (on the real clock) keeps it
+    fake_step_seconds(monkeypatch, 0.5)
+    resumed = crash_and_resume(config, tmp_path / "crashed", monkeypatch, 9)
+    assert resumed["progress"]["step"] == 12
+    assert_same_parameters(straight["state_dict"], resumed["state_dict"])
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 5.0])
