@@ -191,7 +191,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.train_cfg.precision == "fp16"
         )
-        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM; the loop stops after a step
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM on this rank
+        self.stopping = False  # a signal reached some rank: every rank stops after this step
         self._last_valid_seconds = 0.0  # training time at the last dev report
         self._loss_sum, self._loss_steps = 0.0, 0  # since the last training report
         if resume:
@@ -245,13 +246,13 @@ class Trainer:
                 if (
                     progress.step % cfg.checkpoint_every == 0
                     or minutes >= cfg.checkpoint_minutes
-                    or self.stop_signal
+                    or self.stopping
                 ):
                     self.save_checkpoint()
                     last_save = time.monotonic()
-                if progress.done or self.stop_signal:
+                if progress.done or self.stopping:
                     break
-            if self.stop_signal:
+            if self.stopping:
                 log.warning(
                     "stopped by signal at step %d; resume with --resume %s",
                     progress.step,
@@ -289,7 +290,10 @@ class Trainer:
             while progress.batch_index < len(batches):
                 group = batches[progress.batch_index : progress.batch_index + per_step]
                 progress.batch_index += per_step
-                yield group
+                # each rank needs a batch for the gradients' all-reduce: an epoch's last,
+                # short group may leave one without (then its few batches are skipped)
+                if len(group) >= self.world:
+                    yield group
             progress.epoch += 1
             progress.batch_index = 0
 
@@ -357,16 +361,26 @@ class Trainer:
             and progress.train_seconds - self._last_valid_seconds >= 60 * cfg.valid_minutes
         ):
             self.validate(timed=True)
-        if self._limits_reached():
-            progress.done = True
+        done, self.stopping = self._on_any_rank(self._limits_reached(), bool(self.stop_signal))
+        progress.done = progress.done or done
+
+    def _on_any_rank(self, *flags: bool) -> list[bool]:
+        """Each flag true on every rank where it is true on one: ranks keep their own clocks
+        and signals, and one that stopped alone would leave the others waiting for it."""
+        if self.world == 1:
+            return list(flags)
+        shared = torch.tensor(flags, dtype=torch.float32, device=self.device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        return [bool(x) for x in shared.tolist()]
 
     def _fix_decay_end(self) -> None:
-        """The step that train.max_minutes reaches at the speed of the steps so far (the
-        first steps are the slowest, so it errs early); every rank takes rank 0's."""
+        """The step that train.max_minutes reaches at the speed of the steps so far, less 5 %:
+        a machine's speed drifts by a few per cent, and a run that the clock stops early
+        ends with the rate above 0. Every rank takes rank 0's."""
         cfg, progress = self.train_cfg, self.progress
         seconds_a_step = progress.train_seconds / progress.step
         left = max(60 * cfg.max_minutes - progress.train_seconds, 0)
-        end = torch.tensor([progress.step + int(left / seconds_a_step)])
+        end = torch.tensor([progress.step + int(0.95 * left / seconds_a_step)])
         if self.world > 1:
             end = end.to(self.device)
             dist.broadcast(end, src=0)
