@@ -1,7 +1,8 @@
 """A training run's folder, its checkpoints, and what resuming may change.
 
     RUN_DIR/config.yaml                   the full config, defaults included
-    RUN_DIR/log.jsonl                     a JSON record per training report or validation
+    RUN_DIR/log.jsonl                     a JSON record per training report, validation, or
+                                          the step a time budget's linear decay ends
     RUN_DIR/checkpoints/stepNNNNNNNN.pt   the last K training checkpoints
     RUN_DIR/model.pt                      the best model by dev BLEU
 
