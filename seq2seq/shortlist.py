@@ -23,7 +23,7 @@ from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)
 
-PER_WORD = 10  # translations kept per source piece
+PER_WORD = 20  # translations kept per source piece (10 cost 0.3 BLEU on Tatoeba)
 FREQUENT = 100  # target pieces always allowed
 ITERATIONS = 5  # EM iterations of Model 1
 MAX_TABLE = 2**28  # entries of the p(e|f) table: 1 GiB in float32, twice that while training
