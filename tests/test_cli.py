@@ -371,5 +371,5 @@ def test_the_default_model_translates_what_people_type(capsys):
     assert main(["translate", "Können wir gehen?", "Ich habe Hunger. Wo ist der Bahnhof?"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "Can we go?",
-        "I'm hungry. Where is the station?",
+        "I'm hungry. Where is the train station?",
     ]
