@@ -268,6 +268,8 @@ class Trainer:
             self.bar.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            if dist.is_initialized():  # left to interpreter exit, gloo's threads aborted it
+                dist.destroy_process_group()  # at times ("terminate called", 1 run in 6)
         return self.run_folder.model_path
 
     def _batch_groups(self) -> Iterator[list[list[int]]]:
