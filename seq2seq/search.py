@@ -8,7 +8,9 @@ Given a shortlist's `columns` (the target ids the batch may produce, see
 shortlist.py), the output layer and everything over the vocabulary run over
 those C columns only, and each column's projections into the decoder are
 computed once (`Seq2Seq.step_tables`): words are column numbers inside the
-search and become target ids where they leave it (the hypotheses).
+search and become target ids where they leave it (the hypotheses). With
+`allowed`, each sentence's log-probabilities are renormalised over its own
+columns: its translation is the one it gets alone, whatever its batch holds.
 """
 
 from __future__ import annotations
@@ -54,17 +56,31 @@ def block_repeats(log_probs: Tensor, history: Tensor, n: int) -> None:
 
 
 class Vocabulary:
-    """The words a search chooses among: every target id, or a shortlist's columns."""
+    """The words a search chooses among: every target id, or a shortlist's columns
+    (and, with `allowed` [B, C], each sentence's own among them)."""
 
-    def __init__(self, model: Seq2Seq, columns: Tensor | None) -> None:
+    def __init__(self, model: Seq2Seq, columns: Tensor | None, allowed: Tensor | None) -> None:
         self.tables = None if columns is None else model.step_tables(columns)
         self.columns = columns
         self.eos = EOS_ID if columns is None else int(torch.searchsorted(columns, EOS_ID))
         self.bos = BOS_ID if columns is None else len(columns)  # step_tables' last row
+        self.blocked = None  # [B, C]: -inf where a sentence may not go, else 0
+        if allowed is not None:
+            self.blocked = torch.zeros(allowed.shape, device=allowed.device)
+            self.blocked.masked_fill_(~allowed, float("-inf"))
 
     def ids(self, words: Tensor) -> Tensor:
         """Target ids of words (column numbers)."""
         return words if self.columns is None else self.columns[words]
+
+    def own(self, log_probs: Tensor, sentences: Tensor) -> Tensor:
+        """log_probs [R, C] of the rows of `sentences` (each sentence's beams together),
+        renormalised over each sentence's own columns: what it would get alone (the
+        batch's normaliser is a constant of a row, which the renormalisation removes)."""
+        if self.blocked is None:
+            return log_probs
+        rows = log_probs.view(len(sentences), -1, log_probs.size(-1))
+        return (rows + self.blocked[sentences, None]).log_softmax(-1).view_as(log_probs)
 
 
 def max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
@@ -81,6 +97,7 @@ def greedy_search(
     max_len_b: int = 10,
     no_repeat_ngram: int = 0,
     columns: Tensor | None = None,
+    allowed: Tensor | None = None,
 ) -> list[Hypothesis]:
     """The most probable word at every step, for a batch of sentences.
 
@@ -92,20 +109,23 @@ def greedy_search(
         max_len_b: maximum length offset.
         no_repeat_ngram: never repeat an n-gram of this size (0: off).
         columns: a shortlist's sorted target ids [C], EOS among them (None: all).
+        allowed: [B, C], the columns each sentence may produce (None: all C).
 
     Returns:
         One hypothesis per sentence, in input order.
     """
     batch = src_ids.size(0)
-    vocabulary = Vocabulary(model, columns)
+    vocabulary = Vocabulary(model, columns, allowed)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(src_ids.device)
     state = model.init_state(model.encode(src_ids, src_lengths))
+    sentences = torch.arange(batch, device=src_ids.device)
     prev = torch.full((batch,), vocabulary.bos, dtype=torch.long, device=src_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
     log_prob = torch.zeros(batch, device=src_ids.device)
     steps = []
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state, vocabulary.tables)  # [B, V]
+        log_probs = vocabulary.own(log_probs, sentences)
         if no_repeat_ngram and steps:
             block_repeats(log_probs, torch.stack(steps, dim=1), no_repeat_ngram)
         word = log_probs.argmax(dim=-1)
@@ -173,20 +193,21 @@ def beam_search(
     nbest: int = 1,
     no_repeat_ngram: int = 0,
     columns: Tensor | None = None,
+    allowed: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch of sentences, all beams as one batch.
 
     A sentence is finished once `beam` hypotheses have ended (EOS among the
     top `beam` candidates) or it reaches its maximum length; it then leaves
     the batch. Hypotheses are ranked by log-prob / length ** alpha. `columns`
-    is a shortlist, as in greedy_search.
+    and `allowed` are a shortlist, as in greedy_search.
 
     Returns:
         For each sentence, its `nbest` best hypotheses, best first.
     """
     device = src_ids.device
     batch = src_ids.size(0)
-    vocabulary = Vocabulary(model, columns)
+    vocabulary = Vocabulary(model, columns, allowed)
     limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
     state = model.init_state(model.encode(src_ids, src_lengths))
     state = state.reorder(torch.arange(batch, device=device).repeat_interleave(beam))
@@ -200,6 +221,7 @@ def beam_search(
     active_list = active.tolist()
     for t in range(int(limit.max())):
         log_probs, state = model.decode_step(prev, state, vocabulary.tables)
+        log_probs = vocabulary.own(log_probs, active)
         block_repeats(log_probs, history, no_repeat_ngram)
         log_probs = log_probs.view(len(active), beam, -1)
         at_limit = t + 1 >= limit[active]

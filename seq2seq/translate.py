@@ -235,11 +235,16 @@ class Translator:
         self, src_ids: torch.Tensor, src_lengths: torch.Tensor, beam: int, nbest: int
     ) -> list[list[Hypothesis]]:
         search = self.config.search
+        columns = allowed = None
+        if self.shortlist:
+            columns = self.shortlist.columns(src_ids)
+            allowed = self.shortlist.allowed(src_ids, columns)
         settings = {
             "max_len_a": search.max_len_a,
             "max_len_b": search.max_len_b,
             "no_repeat_ngram": search.no_repeat_ngram,
-            "columns": self.shortlist.columns(src_ids) if self.shortlist else None,
+            "columns": columns,
+            "allowed": allowed,
         }
         if beam == 1:  # greedy has one hypothesis
             return [[h] for h in greedy_search(self.model, src_ids, src_lengths, **settings)]

@@ -248,6 +248,11 @@ def test_a_shortlist_export_round_trips_and_searches_within_it(
     for beam in (1, 3):
         for translation in translator.translate(["der hund läuft im park"], beam=beam):
             assert set(translation.tokens) <= columns
+    sentences = ["der hund läuft im park", "eine frau", "ein mann läuft", "der ball"]
+    together = translator.translate(sentences, beam=3)
+    assert [t.texts for t in together] == [
+        translator.translate([s], beam=3)[0].texts for s in sentences
+    ]
     capsys.readouterr()
     assert main(["translate", "-m", str(out), "--no-shortlist", "der hund"]) == 0
     assert capsys.readouterr().out.strip()

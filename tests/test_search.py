@@ -244,6 +244,38 @@ def test_a_shortlist_searches_as_the_model_with_other_words_forbidden(beam):
             assert set(s.tokens) <= set(columns.tolist())
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_with_its_own_columns_a_sentence_translates_as_it_does_alone(beam):
+    model = tiny_model()
+    batch = random_batch()
+    columns = torch.tensor([UNK_ID, EOS_ID, *range(4, 32)])
+    allowed = torch.rand(len(batch.src_ids), len(columns)) < 0.5
+    allowed[:, :2] = True  # UNK and EOS
+
+    def search(rows):
+        src = (batch.src_ids[rows], batch.src_lengths[rows])
+        settings = dict(max_len_a=1.5, max_len_b=5, columns=columns, allowed=allowed[rows])
+        if beam == 1:
+            return [[h] for h in greedy_search(model, *src, **settings)]
+        return beam_search(model, *src, beam=beam, nbest=beam, **settings)
+
+    together = search(slice(None))
+    for row, hypotheses in enumerate(together):
+        alone = search(slice(row, row + 1))[0]
+        assert [h.tokens for h in hypotheses] == [h.tokens for h in alone]
+        assert hypotheses[0].score == pytest.approx(alone[0].score, abs=1e-5)
+        for h in hypotheses:
+            assert set(h.tokens) <= set(columns[allowed[row]].tolist())
+    # alone, it is the search over its own columns
+    first = (batch.src_ids[:1], batch.src_lengths[:1])
+    settings = dict(max_len_a=1.5, max_len_b=5, columns=columns[allowed[0]])
+    if beam == 1:
+        plain = [[h] for h in greedy_search(model, *first, **settings)]
+    else:
+        plain = beam_search(model, *first, beam=beam, nbest=beam, **settings)
+    assert [h.tokens for h in plain[0]] == [h.tokens for h in together[0]]
+
+
 def test_an_ensemble_searches_a_shortlist_like_its_model():
     model = tiny_model()
     batch = random_batch()

@@ -57,6 +57,19 @@ def test_columns_are_the_allowed_ids_sorted_and_padded_to_a_block():
     assert small.columns(torch.tensor([[5]])).tolist() == list(range(21))  # all there is
 
 
+def test_each_source_is_allowed_its_own_pieces_only():
+    translations = torch.full((8, 3), EOS_ID, dtype=torch.int32)
+    translations[5] = torch.tensor([10, 11, 10])
+    translations[6] = torch.tensor([12, 13, 14])
+    shortlist = Shortlist({"translations": translations, "frequent": torch.tensor([20])}, 8, 200)
+    src_ids = torch.tensor([[5, 5, EOS_ID], [6, EOS_ID, PAD_ID]])
+    columns = shortlist.columns(src_ids)
+    allowed = shortlist.allowed(src_ids, columns)
+    assert allowed.shape == (2, len(columns))
+    own = [set(columns[row].tolist()) for row in allowed]
+    assert own == [{10, 11, 20, UNK_ID, EOS_ID}, {12, 13, 14, 20, UNK_ID, EOS_ID}]
+
+
 @pytest.mark.parametrize(
     "stored",
     [
