@@ -53,12 +53,16 @@ def test_attention_weights_cover_real_positions_only():
     assert (new.attention[1, 2:] == 0).all()
 
 
-def test_attention_weights_are_bahdanaus_equation(float64):
+def float64_attention() -> tuple[AttentionDecoder, EncoderOutput, DecoderState]:
     torch.manual_seed(2)
     decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).double().eval()
     enc = encoded()
     enc = EncoderOutput(enc.states.double(), enc.mask, enc.summary.double())
-    state = decoder.init_state(enc)
+    return decoder, enc, decoder.init_state(enc)
+
+
+def test_attention_weights_are_bahdanaus_equation(float64):
+    decoder, enc, state = float64_attention()
     _, new = decoder.step(decoder.word_inputs(torch.randn(B, E, dtype=torch.float64)), state)
     # e_ij = vᵀ tanh(U_a m_j + W_a h_{i-1}), α_i = softmax over the real positions
     sums = decoder.key(enc.states) + decoder.query(state.hidden)[:, None]
@@ -67,11 +71,7 @@ def test_attention_weights_are_bahdanaus_equation(float64):
 
 
 def test_attention_mixes_projected_states_as_the_equation_projects_the_context(float64):
-    torch.manual_seed(2)
-    decoder = AttentionDecoder(E, D, D, H, 7, L, dropout=0.0).double().eval()
-    enc = encoded()
-    enc = EncoderOutput(enc.states.double(), enc.mask, enc.summary.double())
-    state = decoder.init_state(enc)
+    decoder, enc, state = float64_attention()
     e = torch.randn(B, E, dtype=torch.float64)
     features, new = decoder.step(decoder.word_inputs(e), state)
     # Bahdanau et al.: c_i = Σ_j α_ij m_j enters the GRU (C_a c_i) and the output (O_c c_i)
