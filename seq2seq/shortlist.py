@@ -148,22 +148,21 @@ class Shortlist:
         self.always = torch.cat([frequent, always]).long()
         self.tgt_size = tgt_size
 
-    def columns(self, src_ids: Tensor) -> Tensor:
-        """Sorted target ids [C] a batch of sources src_ids [B, S] may produce (EOS among them).
+    def restrict(self, src_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """What a batch of sources src_ids [B, S] may produce: the sorted target ids [C]
+        of the batch (EOS among them), and [B, C] which of them each source may produce
+        itself (search renormalises over those, so that a sentence's translation does
+        not depend on the others in its batch).
 
         C is a multiple of COLUMNS_MULTIPLE where the vocabulary allows: a few
         more pieces are allowed (the lowest ids not yet in), never fewer.
         """
-        allowed = self._own(src_ids).any(0)
-        more = (~allowed).nonzero().squeeze(1)[: -int(allowed.sum()) % COLUMNS_MULTIPLE]
-        allowed[more] = True
-        return allowed.nonzero().squeeze(1).to(src_ids.device)
-
-    def allowed(self, src_ids: Tensor, columns: Tensor) -> Tensor:
-        """[B, C]: which of the batch's `columns` each source of src_ids [B, S] may produce
-        itself (search renormalises over those, so that a sentence's translation does not
-        depend on the others in its batch)."""
-        return self._own(src_ids)[:, columns.cpu()].to(src_ids.device)
+        own = self._own(src_ids)
+        union = own.any(0)
+        more = (~union).nonzero().squeeze(1)[: -int(union.sum()) % COLUMNS_MULTIPLE]
+        union[more] = True
+        columns = union.nonzero().squeeze(1)
+        return columns.to(src_ids.device), own[:, columns].to(src_ids.device)
 
     def _own(self, src_ids: Tensor) -> Tensor:
         """[B, V]: the target ids each source may produce (its pieces' translations, the

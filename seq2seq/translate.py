@@ -235,10 +235,7 @@ class Translator:
         self, src_ids: torch.Tensor, src_lengths: torch.Tensor, beam: int, nbest: int
     ) -> list[list[Hypothesis]]:
         search = self.config.search
-        columns = allowed = None
-        if self.shortlist:
-            columns = self.shortlist.columns(src_ids)
-            allowed = self.shortlist.allowed(src_ids, columns)
+        columns, allowed = self.shortlist.restrict(src_ids) if self.shortlist else (None, None)
         settings = {
             "max_len_a": search.max_len_a,
             "max_len_b": search.max_len_b,

@@ -244,7 +244,7 @@ def test_a_shortlist_export_round_trips_and_searches_within_it(
     assert stored["translations"].dtype == torch.int32
     translator = Translator.from_file(out)
     src_ids, _ = collate_sources(translator.encode_sources(["der hund läuft im park"]))
-    columns = set(translator.shortlist.columns(src_ids).tolist())
+    columns = set(translator.shortlist.restrict(src_ids)[0].tolist())
     for beam in (1, 3):
         for translation in translator.translate(["der hund läuft im park"], beam=beam):
             assert set(translation.tokens) <= columns

@@ -49,12 +49,12 @@ def test_columns_are_the_allowed_ids_sorted_and_padded_to_a_block():
     translations[5] = torch.tensor([10, 11, 10])
     translations[6] = torch.tensor([12, 13, 14])
     shortlist = Shortlist({"translations": translations, "frequent": torch.tensor([20])}, 8, 200)
-    columns = shortlist.columns(torch.tensor([[5, 5, EOS_ID], [5, EOS_ID, PAD_ID]]))
+    columns, _ = shortlist.restrict(torch.tensor([[5, 5, EOS_ID], [5, EOS_ID, PAD_ID]]))
     allowed = {10, 11, 20, UNK_ID, EOS_ID}
     padding = [i for i in range(200) if i not in allowed][: COLUMNS_MULTIPLE - len(allowed)]
     assert columns.tolist() == sorted(allowed | set(padding))  # 12-14 only as padding
     small = Shortlist({"translations": translations, "frequent": torch.tensor([20])}, 8, 21)
-    assert small.columns(torch.tensor([[5]])).tolist() == list(range(21))  # all there is
+    assert small.restrict(torch.tensor([[5]]))[0].tolist() == list(range(21))  # all there is
 
 
 def test_each_source_is_allowed_its_own_pieces_only():
@@ -63,8 +63,7 @@ def test_each_source_is_allowed_its_own_pieces_only():
     translations[6] = torch.tensor([12, 13, 14])
     shortlist = Shortlist({"translations": translations, "frequent": torch.tensor([20])}, 8, 200)
     src_ids = torch.tensor([[5, 5, EOS_ID], [6, EOS_ID, PAD_ID]])
-    columns = shortlist.columns(src_ids)
-    allowed = shortlist.allowed(src_ids, columns)
+    columns, allowed = shortlist.restrict(src_ids)
     assert allowed.shape == (2, len(columns))
     own = [set(columns[row].tolist()) for row in allowed]
     assert own == [{10, 11, 20, UNK_ID, EOS_ID}, {12, 13, 14, 20, UNK_ID, EOS_ID}]
