@@ -115,6 +115,18 @@ def test_output_loss_is_cross_entropy_of_the_output_layer(label_smoothing, rows)
         assert_close(got.double(), expected)
 
 
+def test_output_loss_of_a_word_beyond_floats_range_is_exact():
+    """p_t underflows float32 (a logit 200 below the row's largest): the loss comes from
+    the log-sum-exp, not log 0."""
+    features, weight, bias, tgt_out = loss_inputs(torch.float32, rows=(2, 3))
+    with torch.no_grad():
+        bias[tgt_out[1, 0]] -= 200
+    expected = reference_loss(*(t.double() for t in (features, weight, bias)), tgt_out, 0.1)
+    got = output_loss(features, weight, bias, tgt_out, 0.1)
+    assert torch.isfinite(got)
+    assert_close(got.double(), expected, rtol=1e-5, atol=0)
+
+
 def test_output_losses_alive_together_keep_their_own_gradients():
     """loss._buffer hands a finished backward's buffer to the next forward only."""
     first, second = loss_inputs(), loss_inputs(rows=(4, 6))
