@@ -85,8 +85,11 @@ class _OutputLoss(Function):
             # bf16 step at 2,000 x 8,000, measured); the cross-entropy is then -log p_t
             # plus the smoothing term: lse - (1 - ε) z_t - ε/V Σ z = -log p_t + ε (z_t - Σ z / V)
             p = torch.softmax(z, 1)
-            nll = p.gather(1, target).squeeze(1).log_().neg_()
-            lost = nll.isinf()  # p_t below float's range: from the log-sum-exp itself
+            p_target = p.gather(1, target).squeeze(1)
+            nll = p_target.log().neg_()
+            # p_t below float's normal range has lost its digits (or is 0): those rows
+            # from the log-sum-exp itself
+            lost = p_target < torch.finfo(p.dtype).tiny
             if lost.any():
                 nll[lost] = torch.logsumexp(z[lost], 1) - picked[lost]
             losses[rows] = nll + label_smoothing * (picked - total / words)

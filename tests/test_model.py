@@ -116,7 +116,7 @@ def test_output_loss_is_cross_entropy_of_the_output_layer(label_smoothing, rows)
 
 
 def test_output_loss_of_a_word_beyond_floats_range_is_exact():
-    """p_t underflows float32 (a logit 200 below the row's largest): the loss comes from
+    """p_t underflows float32 (a logit 200 below the row's others): the loss comes from
     the log-sum-exp, not log 0."""
     features, weight, bias, tgt_out = loss_inputs(torch.float32, rows=(2, 3))
     with torch.no_grad():
