@@ -16,7 +16,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -241,6 +240,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         last_save = time.monotonic()
+        failed = False
         try:
             for group in () if progress.done else self._batch_groups():
                 self._step(group)
@@ -266,12 +266,15 @@ class Trainer:
             progress.done = True
             self.save_checkpoint()
             self._log_summary()
+        except BaseException:
+            failed = True
+            raise
         finally:
             self.bar.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             if dist.is_initialized():
-                self._leave_process_group(finished=sys.exc_info()[0] is None)
+                self._leave_process_group(finished=not failed)
         return self.run_folder.model_path
 
     def _leave_process_group(self, finished: bool) -> None:
