@@ -285,8 +285,8 @@ class Trainer:
         active exception": 3 of 120 two-process runs, even after destroy_process_group).
         A rank that finished waits for the others first; one that failed does not.
         """
-        if finished:
-            dist.barrier()
+        if finished:  # nccl's barrier would guess the device from the rank
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = self.model
         gc.collect()  # the DDP wrapper sits in reference cycles
         dist.destroy_process_group()
