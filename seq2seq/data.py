@@ -302,7 +302,8 @@ def collate(src: list[list[int]], tgt: list[list[int]]) -> Batch:
 
 # Training batches hold a multiple of 16 pairs: every product of a decoder step has the
 # batch's pair count as rows, and oneDNN makes (and caches) a primitive per row count;
-# with any count a bf16 run kept making new ones and its memory kept growing (README).
+# with any count a bf16 run kept making new ones and its memory kept growing
+# (docs/measurements.md, "Memory of a bf16 training run, now").
 BATCH_MULTIPLE = 16
 
 

@@ -207,7 +207,8 @@ class Trainer:
         check_device(config.train.device)
         # oneDNN caches a primitive per matrix-product shape, 1,024 by default; a bf16 run
         # meets thousands even with batches of a multiple of 16 pairs (data.BATCH_MULTIPLE), and
-        # a cache that evicts makes new ones for ever while memory grows (README, "Memory").
+        # a cache that evicts makes new ones for ever while memory grows (docs/measurements.md,
+        # "Memory of a bf16 training run, now").
         # oneDNN reads this at its first product, so a process that ran one keeps its own.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
         if not config.data.dir:
