@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -359,6 +360,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     settings = ScoreSettings(per_token=args.per_token, skip_bad=args.skip_bad, feature=args.feature)
     if args.nbest and not args.src:
         raise ConfigError("--nbest needs --src, the source sentences (line i for id i)")
+    if args.feature is not None and not re.fullmatch(r"[^\s=|]+", args.feature):
+        raise ConfigError(f"--feature {args.feature!r}: a name without spaces, '=' or '|'")
     if not args.nbest and not args.tsv and not (args.src and args.tgt):
         raise ConfigError("score needs --src and --tgt, --tsv, or --nbest with --src")
     for given in (args.src, args.tgt, args.tsv, args.nbest):
@@ -372,7 +375,12 @@ def cmd_score(args: argparse.Namespace) -> int:
             nbest = stack.enter_context(open_text(args.nbest))
             sources = read_lines(args.src)
             counts = rescore_nbest(translator, nbest, args.nbest, sources, sink, settings)
-            log.info("rescored %d lines (%d skipped)", counts["lines"], counts["skipped"])
+            log.info(
+                "rescored %d lines (%d skipped): feature %s=",
+                counts["lines"],
+                counts["skipped"],
+                counts["feature"],
+            )
         else:
             pairs = read_tsv(Path(args.tsv)) if args.tsv else read_parallel(args.src, args.tgt)
             for score in score_pair_stream(translator, pairs, settings):
@@ -709,7 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", help="an n-best list to rescore (plain or gzip); needs --src")
     p.add_argument("-o", "--output", help="output file (default stdout)")
     p.add_argument("--per-token", action="store_true", help="divide by the target length")
-    p.add_argument("--feature", default="Seq2Seq0", help="the n-best feature's name")
+    p.add_argument(
+        "--feature",
+        help="the n-best feature's name (default: Seq2Seq0, or the first Seq2SeqN the list "
+        "does not name yet)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="drop bad n-best lines, counted")
     device(p)
     p.set_defaults(func=cmd_score)

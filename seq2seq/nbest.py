@@ -4,12 +4,16 @@ The sentence-level partner of `score-phrases`: a Moses n-best list
 (`id ||| hypothesis ||| features ||| total`, Marian's has the same fields)
 gets ` NAME= log p(e|f)` appended to the features of every line, every other
 byte kept, so that the model becomes one more feature for n-best rescoring.
+NAME is Seq2Seq0, or the first Seq2SeqN the list does not name yet (a list from
+`translate --nbest-format moses` holds the search's score as Seq2Seq0): a name
+twice in a line would be one feature to Moses' and Marian's tuners.
 Everything streams in chunks and is scored through `Translator.score_ids`,
 the forced-decoding path of dev loss and phrase scoring.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -33,7 +37,7 @@ class ScoreSettings:
 
     per_token: bool = False  # divide by the target length (tokens + EOS)
     skip_bad: bool = False
-    feature: str = "Seq2Seq0"  # the n-best feature's name
+    feature: str | None = None  # the n-best feature's name; None: the first Seq2SeqN free
     batch_tokens: int = BATCH_TOKENS
     chunk_lines: int = CHUNK_LINES
 
@@ -96,6 +100,11 @@ def add_feature(fields: list[str], name: str, value: float) -> str:
     return MOSES_SEPARATOR.join([*fields[:2], new, *fields[3:]])
 
 
+def feature_names(features: str) -> set[str]:
+    """The names in an n-best line's features field: "LM0= -3 TM0= -1 -2" -> {"LM0", "TM0"}."""
+    return {token[:-1] for token in features.split() if token.endswith("=")}
+
+
 def rescore_nbest(
     translator: Translator,
     nbest: IO[bytes],
@@ -103,42 +112,52 @@ def rescore_nbest(
     sources: Iterator[str],
     sink: IO[bytes],
     settings: ScoreSettings,
-) -> dict[str, int]:
+) -> dict:
     """Append the model's score to every line of an n-best list, streaming.
 
     `sources` are the source sentences in order (sentence id 0 first); the
     list must be sorted by id, as decoders write it.
 
     Returns:
-        {"lines": written, "skipped": bad lines dropped (with `skip_bad`)}.
+        {"lines": written, "skipped": bad lines dropped (with `skip_bad`), "feature": its name}.
     """
     counts = {"lines": 0, "skipped": 0}
     source = _SourceCursor(sources)
     chunk: list[tuple[list[str], str, str]] = []  # fields, ending, source text
     lines = parsed_lines(nbest, name, parse_nbest_line, settings.skip_bad, counts)
+    feature = settings.feature
     for number, (sentence, fields), ending in tqdm(lines, unit=" lines", disable=None):
+        taken = feature_names(fields[2])
+        if feature is None:  # from the first line: one name for the whole list
+            feature = next(f"Seq2Seq{i}" for i in itertools.count() if f"Seq2Seq{i}" not in taken)
+        elif feature in taken:
+            raise DataError(
+                f"{name}:{number}: already has a feature {feature}=; "
+                "name the new one with --feature"
+            )
         try:
             text = source.line(sentence)
         except DataError as error:  # the list and the sources disagree: never skipped
             raise DataError(f"{name}:{number}: {error}") from None
         chunk.append((fields, ending, text))
         if len(chunk) == settings.chunk_lines:
-            _write_rescored(translator, chunk, settings, sink, counts)
+            _write_rescored(translator, chunk, feature, settings, sink, counts)
             chunk = []
     if chunk:
-        _write_rescored(translator, chunk, settings, sink, counts)
+        _write_rescored(translator, chunk, feature, settings, sink, counts)
+    counts["feature"] = feature
     if counts["skipped"]:
         log.warning("skipped %d bad lines", counts["skipped"])
     return counts
 
 
-def _write_rescored(translator, chunk, settings, sink, counts) -> None:
+def _write_rescored(translator, chunk, feature, settings, sink, counts) -> None:
     src = [text for _, _, text in chunk]
     tgt = [fields[1].strip() for fields, _, _ in chunk]
     scores = score_sentences(translator, src, tgt, settings.per_token, settings.batch_tokens)
     for (fields, ending, _), score in zip(chunk, scores):
         value = score if math.isfinite(score) else -1e30
-        sink.write((add_feature(fields, settings.feature, value) + ending).encode("utf-8"))
+        sink.write((add_feature(fields, feature, value) + ending).encode("utf-8"))
     counts["lines"] += len(chunk)
 
 

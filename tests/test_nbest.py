@@ -45,9 +45,33 @@ def test_rescoring_appends_one_feature_and_nothing_else(nbest_list):
     assert len(before) == len(after) >= 3
     for old, new in zip(before, after):
         fields = new.split(" ||| ")
-        features, _, value = fields[2].rpartition(" Seq2Seq0= ")
+        # translate's list holds its own score as Seq2Seq0=: the new feature is the next name
+        features, _, value = fields[2].rpartition(" Seq2Seq1= ")
         assert float(value) < 0
         assert " ||| ".join([*fields[:2], features, *fields[3:]]) == old
+        names = [token for token in fields[2].split() if token.endswith("=")]
+        assert names == ["Seq2Seq0=", "Seq2Seq1="]
+
+
+def test_a_feature_name_is_never_repeated(nbest_list, tmp_path, capsys):
+    (tmp_path / "moses.txt").write_text(
+        "0 ||| a dog ||| LM0= -3 TM0= -1 -2 ||| -4\n2 ||| a woman ||| LM0= -2 TM0= -1 -1 ||| -3\n"
+    )
+    argv = ["score", "-m", str(SHIPPED), "--src", str(nbest_list / "src.de")]
+    out = tmp_path / "out.txt"
+    assert main([*argv, "--nbest", str(tmp_path / "moses.txt"), "-o", str(out)]) == 0
+    assert [line.split(" ||| ")[2].split()[-2] for line in out.read_text().splitlines()] == [
+        "Seq2Seq0=",
+        "Seq2Seq0=",
+    ]
+    again = tmp_path / "again.txt"
+    assert main([*argv, "--nbest", str(out), "-o", str(again), "--feature", "Seq2Seq0"]) == 1
+    assert "already has a feature Seq2Seq0=" in capsys.readouterr().err and not again.exists()
+    assert main([*argv, "--nbest", str(out), "-o", str(again), "--feature", "NMT"]) == 0
+    assert all(" Seq2Seq0= " in x and " NMT= " in x for x in again.read_text().splitlines())
+    for bad in ("", "a b", "NMT=", "a|b"):
+        assert main([*argv, "--nbest", str(out), "-o", str(tmp_path / "x"), "--feature", bad]) == 1
+        assert "--feature" in capsys.readouterr().err
 
 
 def test_rescoring_restores_the_models_own_order(nbest_list):
@@ -63,7 +87,7 @@ def test_rescoring_restores_the_models_own_order(nbest_list):
     assert main([*argv, "--nbest", str(nbest_list / "shuffled.txt"), "-o", str(out)]) == 0
     for sentence in range(len(GERMAN)):
         group = [x for x in out.read_text().splitlines() if x.startswith(f"{sentence} |||")]
-        ranked = sorted(group, key=lambda x: -float(x.split(" ||| ")[2].split("Seq2Seq0= ")[1]))
+        ranked = sorted(group, key=lambda x: -float(x.split(" ||| ")[2].split("Seq2Seq1= ")[1]))
         texts = [x.split(" ||| ")[1] for x in ranked]
         original = [x.split(" ||| ")[1] for x in lines if x.startswith(f"{sentence} |||")]
         assert texts == original  # beam search ranks by log p / length (alpha 1)
