@@ -659,10 +659,12 @@ def bench_study(args: argparse.Namespace) -> None:
     table = "\n".join(rows)
     (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    call("plot", *(str(run) for run in runs.values()), "-o", str(args.figures / "study-curves.png"))
+    # --force: the study's own figures, drawn again over the last ones
+    figure = str(args.figures / "study-curves.png")
+    call("plot", *(str(run) for run in runs.values()), "-o", figure, "--force")
     models = [x for name in BY_LENGTH for x in ("-m", str(runs[name] / "model.pt"))]
     plot = str(args.figures / "study-by-length.png")
-    print(call("evaluate", *models, "--beam", "5", "--by-length", "--plot", plot))
+    print(call("evaluate", *models, "--beam", "5", "--by-length", "--plot", plot, "--force"))
 
 
 # ------------------------------------------------------------------ phrases
@@ -680,7 +682,7 @@ def bench_phrases(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "out.gz")
         seconds, rss = median_child(
-            seq2seq("score-phrases", "-m", args.model, str(args.table), "-o", out),
+            seq2seq("score-phrases", "-m", args.model, str(args.table), "-o", out, "--force"),
             args.runs,
             **quiet,
         )
@@ -690,7 +692,9 @@ def bench_phrases(args: argparse.Namespace) -> None:
             f"threads (median of {args.runs}, model load included)"
         )
         seconds, rss = median_child(
-            seq2seq("score-phrases", "-m", args.model, "--pmi", str(args.table), "-o", out),
+            seq2seq(
+                "score-phrases", "-m", args.model, "--pmi", str(args.table), "-o", out, "--force"
+            ),
             args.runs,
             **quiet,
         )

@@ -18,9 +18,9 @@ fi
 if [ ! -f "$run/model.pt" ]; then
     seq2seq train tatoeba-fr-en-attention --run-dir "$run" "$@"
 fi
-mkdir -p "$out"
+mkdir -p "$out"  # this script's own folder: --force replaces its last outputs
 # p(e|f), the paper's feature; add --pmi for p(e|f) / p(e|empty source), which separates
 # true pairs from random ones far better on this table (README, "Phrase-pair scoring signal")
-seq2seq score-phrases -m "$run/model.pt" "$table/phrase-table.gz" \
+seq2seq score-phrases -m "$run/model.pt" "$table/phrase-table.gz" --force \
     -o "$out/phrase-table.gz" --moses-ini "$table/moses.ini" "$out/moses.ini"
 python scripts/benchmark.py phrases --model "$run/model.pt" --table "$table/phrase-table.gz"

@@ -91,7 +91,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if args.plot_attention and not args.text:
         raise ConfigError("--plot-attention needs the sentence as an argument")
-    _check_distinct(args.input, args.output, "--input", "--output")
+    _check_output(args.output, "--output", args.force, {"--input": args.input})
+    _check_picture(args.plot_attention, "--plot-attention", args.force, {})
     if args.plot_attention and len(args.model or []) > 1:
         raise ConfigError("--plot-attention draws one model's attention; give one -m")
     translator = Translator.from_files(args.model or [DEFAULT_MODEL], args.device, args.dtype)
@@ -130,16 +131,37 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_distinct(source: str | None, target: str | None, source_flag: str, flag: str) -> None:
-    """Refuse to write over an input file."""
-    if source and target and Path(source).resolve() == Path(target).resolve():
-        raise ConfigError(f"{flag} {target} is the {source_flag} file; name another file")
+def _check_output(
+    target: str | None, flag: str, force: bool, inputs: dict[str, str | None]
+) -> None:
+    """Refuse an output file that is one of the inputs ({their flags: paths}), a folder,
+    or, without --force, a file that exists: no command replaces a file it was not told to."""
+    if not target:
+        return
+    path = Path(target)
+    for source_flag, source in inputs.items():
+        if source and Path(source).resolve() == path.resolve():
+            raise ConfigError(f"{flag} {target} is the {source_flag} file; name another file")
+    if path.is_dir():
+        raise ConfigError(f"{flag} {target} is a folder; name a file")
+    if path.exists() and not force:
+        raise ConfigError(f"{flag} {target} exists; --force replaces it")
+
+
+def _check_picture(target: str | None, flag: str, force: bool, inputs: dict[str, str | None]):
+    """_check_output, and a name whose suffix is a picture format matplotlib writes."""
+    _check_output(target, flag, force, inputs)
+    if target:
+        from seq2seq.plots import check_picture_path
+
+        check_picture_path(target)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.data import read_lines
     from seq2seq.evaluate import score_by_length, score_corpus
 
+    _check_picture(args.plot, "--plot", args.force, {"--hyp": args.hyp, "--ref": args.ref})
     if args.hyp:
         if not args.ref or (args.by_length and not args.src):
             raise ConfigError("--hyp needs --ref (and --src for --by-length)")
@@ -228,6 +250,7 @@ def _number_or_dash(value: float | None) -> str:
 def cmd_plot(args: argparse.Namespace) -> int:
     from seq2seq.plots import plot_run, plot_runs
 
+    _check_picture(args.output, "-o/--output", args.force, {})  # RUN_DIR/curves.png: the run's own
     if len(args.run_dir) == 1:
         print(plot_run(args.run_dir[0], args.output))
     elif not args.output:
@@ -241,7 +264,7 @@ def cmd_score_phrases(args: argparse.Namespace) -> int:
     from seq2seq.phrases import ScoreOptions, score_table, update_moses_ini
     from seq2seq.translate import Translator
 
-    _check_distinct(args.table, args.output, "table", "--output")
+    _check_output(args.output, "--output", args.force, {"table": args.table})
     ini = None
     if args.moses_ini:  # every input is checked before anything is written
         ini_in, ini_out = args.moses_ini
@@ -253,7 +276,8 @@ def cmd_score_phrases(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--log with --moses-ini: Moses takes the log of every table score; drop --log"
             )
-        _check_distinct(ini_in, ini_out, "--moses-ini IN", "--moses-ini OUT")
+        inputs = {"--moses-ini IN": ini_in, "table": args.table, "--output": args.output}
+        _check_output(ini_out, "--moses-ini OUT", args.force, inputs)
         try:
             text = Path(ini_in).read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -302,6 +326,7 @@ def cmd_phrase_space(args: argparse.Namespace) -> int:
     from seq2seq.plots import plot_phrase_space
     from seq2seq.translate import Translator
 
+    _check_picture(args.output, "-o/--output", args.force, {"phrases": args.phrases})
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device, args.dtype)
     phrases = read_phrases(args.phrases)
     if len(phrases) < 3:
@@ -344,8 +369,8 @@ def cmd_average(args: argparse.Namespace) -> int:
                 "(train.keep_checkpoints keeps more)"
             )
         paths = found[-args.last :]
-    for path in paths:
-        _check_distinct(str(path), args.output, "model", "-o/--output")
+    inputs = {f"model {path}": str(path) for path in paths}
+    _check_output(args.output, "-o/--output", args.force, inputs)
     save_file(average_models(paths), args.output)
     log.info("averaged %s", ", ".join(p.name for p in paths))
     print(args.output)
@@ -364,8 +389,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError(f"--feature {args.feature!r}: a name without spaces, '=' or '|'")
     if not args.nbest and not args.tsv and not (args.src and args.tgt):
         raise ConfigError("score needs --src and --tgt, --tsv, or --nbest with --src")
-    for given in (args.src, args.tgt, args.tsv, args.nbest):
-        _check_distinct(given, args.output, "input", "-o/--output")
+    inputs = {"--src": args.src, "--tgt": args.tgt, "--tsv": args.tsv, "--nbest": args.nbest}
+    _check_output(args.output, "-o/--output", args.force, inputs)
     translator = Translator.from_file(args.model or DEFAULT_MODEL, args.device, args.dtype)
     with contextlib.ExitStack() as stack:
         sink = sys.stdout.buffer
@@ -400,7 +425,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError("--metrics: expected a JSON object, e.g. '{\"test_bleu\": 40.1}'")
     if args.half and args.int8:
         raise ConfigError("--half or --int8, not both")
-    _check_distinct(args.model, args.output, "model", "output")
+    _check_output(args.output, "output", args.force, {"model": args.model})
     shortlist_text = tuple(Path(f) for f in args.shortlist) if args.shortlist else None
     export_model(args.model, args.output, args.half, metrics, args.int8, shortlist_text)
     print(args.output)
@@ -494,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
             choices=("fp32", "bf16"),
             default="fp32",
             help="bf16: search under bf16 autocast (fast where the CPU has avx512_bf16/AMX)",
+        )
+
+    def force(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--force", action="store_true", help="replace output files that exist already"
         )
 
     def shortlist(p: argparse.ArgumentParser) -> None:
@@ -605,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plot-attention", metavar="PNG", help="draw the attention weights of one sentence"
     )
+    force(p)
     p.set_defaults(func=cmd_translate)
 
     p = command("evaluate", "BLEU and chrF with sacreBLEU signatures")
@@ -633,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         "1-10, 11-20, 21-30, 31+ words; each -m is then scored on its own",
     )
     p.add_argument("--plot", metavar="PNG", help="with --by-length: draw BLEU per bucket")
+    force(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = command(
@@ -663,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight", type=finite_float, default=0.2, help="initial weight of new features"
     )
     device(p)
+    force(p)
     p.set_defaults(func=cmd_score_phrases)
 
     p = command("phrase-space", "2-D PCA map of phrase representations c")
@@ -670,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="model file")
     p.add_argument("-o", "--output", default="phrase-space.png", help="PNG path")
     device(p)
+    force(p)
     p.set_defaults(func=cmd_phrase_space)
 
     p = command(
@@ -724,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-bad", action="store_true", help="drop bad n-best lines, counted")
     device(p)
+    force(p)
     p.set_defaults(func=cmd_score)
 
     p = command(
@@ -735,6 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", help="a run folder, or two or more model files")
     p.add_argument("--last", type=_number(int, 2), default=5, help="checkpoints of a run folder")
     p.add_argument("-o", "--output", required=True, help="the averaged model file")
+    force(p)
     p.set_defaults(func=cmd_average)
 
     p = command("export", "write a compact model file (no training state)")
@@ -754,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from: search then scores only the target pieces likely for the input (faster)",
     )
     p.add_argument("--metrics", help="JSON merged into the metrics, e.g. '{\"test_bleu\": 40.1}'")
+    force(p)
     p.set_defaults(func=cmd_export)
 
     p = command(
@@ -764,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", nargs="+", help="training run folder(s) (holding log.jsonl)")
     p.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png for one run)")
+    force(p)
     p.set_defaults(func=cmd_plot)
     return parser
 

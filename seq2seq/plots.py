@@ -15,6 +15,7 @@ import torch
 from seq2seq.config import ConfigError
 from seq2seq.data import DataError, collate_sources
 from seq2seq.errors import MissingDependencyError
+from seq2seq.files import atomic_path
 from seq2seq.search import forced_attention
 from seq2seq.translate import Translator
 
@@ -30,6 +31,31 @@ def _pyplot():
     except ImportError:
         raise MissingDependencyError("plots need matplotlib: pip install 'seq2seq[plot]'") from None
     return plt
+
+
+def check_picture_path(output: str | Path) -> str:
+    """The picture format `output`'s suffix names; ConfigError where matplotlib has none
+    (checked before the work that draws it)."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    kind = Path(output).suffix[1:].lower()
+    if kind not in formats:
+        raise ConfigError(
+            f"{output}: a picture's name ends in .png or another of: {', '.join(formats)}"
+        )
+    return kind
+
+
+def _save(fig, output: str | Path) -> Path:
+    """Write `fig` to `output` under a temporary name (a killed run leaves no partial
+    picture), and close it."""
+    kind = check_picture_path(output)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, format=kind, dpi=100)
+    _pyplot().close(fig)
+    return Path(output)
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
@@ -57,10 +83,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         bleu_ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    output = Path(output or run_dir / "curves.png")
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return output
+    return _save(fig, output or run_dir / "curves.png")
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -103,8 +126,7 @@ def plot_attention(translator: Translator, text: str, output: str | Path, beam: 
     ax.set_yticks(range(weights.shape[0]), translator.tgt.pieces(result.tokens) + ["</s>"])
     ax.set(xlabel="source", ylabel="translation")
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    _save(fig, output)
     return result.texts[0]
 
 
@@ -117,9 +139,7 @@ def plot_phrase_space(labels: list[str], points: torch.Tensor, output: str | Pat
         ax.annotate(label, (x, y), fontsize=8, parse_math=False)  # "$5$" is text, not TeX
     ax.set(title="phrase representations c (first two principal components)")
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return Path(output)
+    return _save(fig, output)
 
 
 def plot_by_length(table: dict[str, list[dict]], output: str | Path) -> Path:
@@ -132,9 +152,7 @@ def plot_by_length(table: dict[str, list[dict]], output: str | Path) -> Path:
     ax.set(xlabel="source sentence length (words)", ylabel="BLEU", title="BLEU by length")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return Path(output)
+    return _save(fig, output)
 
 
 def plot_runs(run_dirs: list[Path], output: str | Path) -> Path:
@@ -155,6 +173,4 @@ def plot_runs(run_dirs: list[Path], output: str | Path) -> Path:
     steps_ax.set(xlabel="step", ylabel="dev BLEU (greedy)")
     fig.legend(*steps_ax.get_legend_handles_labels(), loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.87, 1))  # room for the legend beside the axes
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return Path(output)
+    return _save(fig, output)

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -233,6 +234,40 @@ def test_translate_output_goes_into_a_new_folder_atomically(tiny_model_file, tmp
     assert main(["translate", "-m", run_dir, "--input", str(src), "--output", str(src)]) == 1
     assert "is the --input file" in _one_line_error(capsys, "translate")
     assert src.read_text() == "der hund\n"
+
+
+def test_no_command_replaces_an_existing_file_unless_forced(tiny_model_file, tmp_path, capsys):
+    model = str(tiny_model_file)
+    (tmp_path / "in.de").write_text("der hund\nein mann\n")
+    (tmp_path / "in.en").write_text("the dog\na man\n")
+    (tmp_path / "phrases.txt").write_text("der hund\nein mann\ndie frau\n")
+    source, target = str(tmp_path / "in.de"), str(tmp_path / "in.en")
+    commands = {  # each writes OUT
+        "translate": ["-m", model, "--input", source, "--output", "OUT"],
+        "score": ["-m", model, "--src", source, "--tgt", target, "-o", "OUT"],
+        "export": [model, "OUT"],
+        "average": [model, model, "-o", "OUT"],
+    }
+    if importlib.util.find_spec("matplotlib"):
+        commands["phrase-space"] = ["-m", model, str(tmp_path / "phrases.txt"), "-o", "OUT"]
+        commands["plot"] = [str(tiny_model_file.parent), "-o", "OUT"]
+    for name, argv in commands.items():
+        out = tmp_path / f"{name}.png"
+        out.write_text("the user's file\n")
+        argv = [str(out) if a == "OUT" else a for a in argv]
+        assert main([name, *argv]) == 1
+        assert "exists; --force replaces it" in _one_line_error(capsys, name)
+        assert out.read_text() == "the user's file\n"
+        assert main([name, *argv, "--force"]) == 0, name
+        capsys.readouterr()
+        assert out.read_bytes() != b"the user's file\n"
+    assert main(["translate", "-m", model, "--output", str(tmp_path), "der hund"]) == 1
+    assert "is a folder" in _one_line_error(capsys, "translate")
+    if "plot" in commands:  # a picture's format is its suffix: checked before any work
+        argv = ["translate", "-m", model, "--plot-attention", str(tmp_path / "a.keep"), "der hund"]
+        assert main(argv) == 1
+        assert "a picture's name ends in .png" in _one_line_error(capsys, "translate")
+        assert not (tmp_path / "a.keep").exists()
 
 
 def test_a_refused_translate_writes_nothing(tiny_model_file, tmp_path, capsys):
