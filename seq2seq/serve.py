@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import json
 import logging
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seq2seq.errors import MissingDependencyError, Seq2SeqError
-from seq2seq.translate import Translation, Translator
+from seq2seq.translate import Translation, Translator, release_free_memory
 
 try:
     from fastapi import FastAPI, Request
@@ -167,28 +165,6 @@ class Batcher:
             for job in group:
                 job.results = results[start : start + len(job.texts)]
                 start += len(job.texts)
-
-
-def release_free_memory() -> None:
-    """Return the C library's freed heap memory to the system (glibc's malloc_trim).
-
-    Searches of ever-changing sizes leave glibc's heap fragmented, and it keeps
-    what they free: without this a bf16 server's RSS grew 31 % over 400 searches
-    of 1-48 sentences, with it (every 5 or 20 searches) 12-13 % (oneDNN's
-    primitive cache filling), as with jemalloc, and no slower (measured). A
-    no-op where the C library has no malloc_trim (musl, macOS).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # the process's own C library
-    except (AttributeError, OSError, TypeError):
-        return None
 
 
 class RequestLog:
