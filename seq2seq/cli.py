@@ -87,7 +87,7 @@ def _decode_lines(stream, name: str):
 def cmd_translate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seq2seq.translate import Translator
+    from seq2seq.translate import CHUNK_LINES, Translator
 
     if args.plot_attention and not args.text:
         raise ConfigError("--plot-attention needs the sentence as an argument")
@@ -114,8 +114,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.output:  # written under a temporary name: a killed run leaves no partial file
             tmp = stack.enter_context(atomic_path(args.output))
             out = stack.enter_context(tmp.open("w", encoding="utf-8"))
+        # a person at a terminal, or a program waiting for each line: a line at a time
+        one_by_one = args.line_buffered or (not args.text and not args.input and sys.stdin.isatty())
         results = translator.translate_stream(
-            lines, beam, nbest, args.batch_tokens, split=not args.no_split
+            lines,
+            beam,
+            nbest,
+            args.batch_tokens,
+            not args.no_split,
+            1 if one_by_one else CHUNK_LINES,
         )
         bar = stack.enter_context(tqdm(unit=" lines", disable=None if args.output else True))
         for index, result in enumerate(results):
@@ -127,6 +134,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
                     out.write(f"{index} ||| {text} ||| {score:.4f}\n")
             else:
                 out.write(result.texts[0] + "\n")
+            if one_by_one:
+                out.flush()
             bar.update(1)
     return 0
 
@@ -606,6 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", help="input file, one sentence a line")
     p.add_argument("--output", help="output file (default stdout)")
+    p.add_argument(
+        "--line-buffered",
+        action="store_true",
+        help="translate and write each line as soon as it is read (for a program that writes "
+        "a line and waits for its translation; a terminal's input is read so anyway), "
+        "not 2,000 lines at a time",
+    )
     p.add_argument(
         "--beam", type=positive_int, help="beam size (1 = greedy; default from the model)"
     )

@@ -270,6 +270,37 @@ def test_no_command_replaces_an_existing_file_unless_forced(tiny_model_file, tmp
         assert not (tmp_path / "a.keep").exists()
 
 
+@pytest.mark.parametrize("how", ["terminal", "--line-buffered"])
+def test_each_line_is_translated_as_soon_as_it_is_read(tiny_model_file, how):
+    """A person at a terminal, or a program that writes a line and waits for its translation,
+    gets each translation at once (a file is still searched 2,000 lines at a time)."""
+    import pty
+    import select
+
+    command = [sys.executable, "-m", "seq2seq", "translate", "-m", str(tiny_model_file)]
+    if how == "terminal":
+        writer, reader = pty.openpty()  # stdin a terminal
+        stdin, write = reader, lambda data: os.write(writer, data)
+    else:
+        command.append("--line-buffered")
+        reader, writer = os.pipe()
+        stdin, write = reader, lambda data: os.write(writer, data)
+    process = subprocess.Popen(
+        command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(2):  # each line answered while the input stays open
+            write(b"der hund\n")
+            ready, _, _ = select.select([process.stdout], [], [], 120)
+            assert ready, "no translation before the input ended"
+            assert process.stdout.readline().strip()
+    finally:
+        process.kill()
+        process.wait()
+        os.close(writer)
+        os.close(reader)
+
+
 def test_a_refused_translate_writes_nothing(tiny_model_file, tmp_path, capsys):
     out = tmp_path / "out" / "hyp.en"
     argv = ["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / "missing")]

@@ -76,11 +76,14 @@ def test_pairs_scored_side_by_side_score_as_in_turn(translator, two_threads, mon
 
 def test_stream_reads_in_chunks_and_keeps_order(translator, monkeypatch):
     monkeypatch.setattr(translate, "CHUNK_LINES", 2)
-    releases = []  # freed memory goes back to the system after every full chunk
+    releases = []  # freed memory goes back to the system every CHUNK_LINES lines
     monkeypatch.setattr(translate, "release_free_memory", lambda: releases.append(1))
-    streamed = [t.texts[0] for t in translator.translate_stream(iter(LINES), beam=1)]
-    assert streamed == [t.texts[0] for t in translator.translate(LINES, beam=1)]
-    assert len(releases) == len(LINES) // 2
+    expected = [t.texts[0] for t in translator.translate(LINES, beam=1)]
+    for chunk_lines in (2, 1):  # 1: each line as soon as it is read
+        releases.clear()
+        streamed = translator.translate_stream(iter(LINES), beam=1, chunk_lines=chunk_lines)
+        assert [t.texts[0] for t in streamed] == expected
+        assert len(releases) == len(LINES) // 2
 
 
 def test_nbest_is_sorted_and_the_best_first(translator):
