@@ -23,7 +23,7 @@ from typing import IO
 from tqdm import tqdm
 
 from seq2seq.data import MOSES_SEPARATOR, DataError, clean, parsed_lines, split_moses_line
-from seq2seq.translate import Translator
+from seq2seq.translate import Translator, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def score_pair_stream(
         if len(chunk) == settings.chunk_lines:
             yield from _score_chunk(translator, chunk, settings)
             chunk = []
+            release_free_memory()  # as translate_stream: RSS flat, not rising
     if chunk:
         yield from _score_chunk(translator, chunk, settings)
 
@@ -143,6 +144,7 @@ def rescore_nbest(
         if len(chunk) == settings.chunk_lines:
             _write_rescored(translator, chunk, feature, settings, sink, counts)
             chunk = []
+            release_free_memory()
     if chunk:
         _write_rescored(translator, chunk, feature, settings, sink, counts)
     counts["feature"] = feature

@@ -134,3 +134,16 @@ def test_bad_nbest_lists_are_one_line(nbest_list, tmp_path, capsys, text, messag
             main([*argv, "--nbest", str(tmp_path / "list.txt"), "-o", str(out), "--skip-bad"]) == 0
         )
         assert len(out.read_text().splitlines()) == 2
+
+
+def test_streams_give_freed_memory_back_after_every_chunk(monkeypatch):
+    from seq2seq import nbest
+    from seq2seq.translate import Translator
+
+    translator = Translator.from_file(SHIPPED)
+    releases = []
+    monkeypatch.setattr(nbest, "release_free_memory", lambda: releases.append(1))
+    settings = nbest.ScoreSettings(chunk_lines=2)
+    pairs = [(g, "A dog.") for g in GERMAN * 2]  # 6 pairs: 3 full chunks
+    scores = list(nbest.score_pair_stream(translator, iter(pairs), settings))
+    assert len(scores) == 6 and len(releases) == 3
