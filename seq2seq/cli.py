@@ -409,12 +409,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             nbest = stack.enter_context(open_text(args.nbest))
             sources = read_lines(args.src)
             counts = rescore_nbest(translator, nbest, args.nbest, sources, sink, settings)
-            log.info(
-                "rescored %d lines (%d skipped): feature %s=",
-                counts["lines"],
-                counts["skipped"],
-                counts["feature"],
-            )
+            added = f": feature {counts['feature']}=" if counts["feature"] else ""
+            log.info("rescored %d lines (%d skipped)%s", counts["lines"], counts["skipped"], added)
         else:
             pairs = read_tsv(Path(args.tsv)) if args.tsv else read_parallel(args.src, args.tgt)
             for score in score_pair_stream(translator, pairs, settings):
