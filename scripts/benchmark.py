@@ -4,6 +4,7 @@
     python scripts/benchmark.py cells     [--runs 5]
     python scripts/benchmark.py train     [--preset P] [--set K=V ...] [--steps 50] [--runs 3]
     python scripts/benchmark.py translate [--model M] [--runs 3]
+    python scripts/benchmark.py stream    [--src S --tgt T] [--every 10]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
     python scripts/benchmark.py ensemble  --model A --model B [...]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
@@ -342,6 +343,50 @@ def bench_translate(args: argparse.Namespace) -> None:
                         f"BLEU {scores['bleu']} chrF {scores['chrf']}"
                     )
     print(f"  {scores['bleu_signature']}")
+
+
+def sampled_child(command: list[str], every: float) -> tuple[float, list[float]]:
+    """Run a command; returns its wall seconds and its RSS (MiB) every `every` seconds."""
+    started, samples = time.perf_counter(), []
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            process.wait(timeout=every)
+            break
+        except subprocess.TimeoutExpired:
+            samples.append(rss_mib(process.pid))
+    if process.returncode:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
+    return time.perf_counter() - started, samples
+
+
+def bench_stream(args: argparse.Namespace) -> None:
+    """Memory of the streaming commands over a long file: flat, or rising with the input."""
+    if not (args.src.is_file() and args.tgt.is_file()):
+        raise SystemExit(
+            f"{args.src} or {args.tgt} missing: prepare data/de-en first (README, the default "
+            "model's commands) or pass --src and --tgt"
+        )
+    with args.src.open(encoding="utf-8") as f:
+        lines = sum(1 for _ in f)
+    threads = ["--threads", str(args.threads)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "out")
+        for name, command in (
+            ("translate --beam 1", ["translate", "--beam", "1", "--input", str(args.src)]),
+            ("score", ["score", "--src", str(args.src), "--tgt", str(args.tgt)]),
+        ):
+            command = seq2seq(*command, "-m", args.model, "--output", out, "--force", *threads)
+            seconds, samples = sampled_child(command, args.every)
+            later = samples[len(samples) // 4 :] or samples  # after oneDNN's first kernels
+            print(
+                f"{name}: {lines:,} lines in {seconds:.0f} s ({lines / seconds:,.0f} lines/s); "
+                f"RSS every {args.every:g} s (MiB): {' '.join(f'{s:.0f}' for s in samples)}"
+            )
+            print(
+                f"  first {samples[0]:.0f}, last {samples[-1]:.0f}, "
+                f"after the first quarter {min(later):.0f}-{max(later):.0f} MiB"
+            )
 
 
 def bench_ensemble(args: argparse.Namespace) -> None:
@@ -808,6 +853,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu, cuda (no int8 there)")
+    p = sub.add_parser("stream")
+    p.add_argument("--model", default=str(ROOT / "models" / "de-en.pt"))
+    p.add_argument("--src", type=Path, default=ROOT / "data" / "de-en" / "train.de")
+    p.add_argument("--tgt", type=Path, default=ROOT / "data" / "de-en" / "train.en")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--every", type=float, default=10, help="seconds between RSS readings")
     p = sub.add_parser("ensemble")
     p.add_argument("--model", action="append", required=True, help="repeat: two or more")
     p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
@@ -858,6 +909,7 @@ def main() -> None:
         "cells": bench_cells,
         "train": bench_train,
         "translate": bench_translate,
+        "stream": bench_stream,
         "ensemble": bench_ensemble,
         "phrases": bench_phrases,
         "serve": bench_serve,
