@@ -378,11 +378,13 @@ def bench_stream(args: argparse.Namespace) -> None:
         ):
             command = seq2seq(*command, "-m", args.model, "--output", out, "--force", *threads)
             seconds, samples = sampled_child(command, args.every)
-            later = samples[len(samples) // 4 :] or samples  # after oneDNN's first kernels
             print(
                 f"{name}: {lines:,} lines in {seconds:.0f} s ({lines / seconds:,.0f} lines/s); "
                 f"RSS every {args.every:g} s (MiB): {' '.join(f'{s:.0f}' for s in samples)}"
             )
+            if not samples:
+                continue  # done before the first reading
+            later = samples[len(samples) // 4 :]  # after oneDNN's first kernels
             print(
                 f"  first {samples[0]:.0f}, last {samples[-1]:.0f}, "
                 f"after the first quarter {min(later):.0f}-{max(later):.0f} MiB"

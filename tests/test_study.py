@@ -41,3 +41,14 @@ def test_time_to_bleu_also_scores_the_mean_of_the_last_checkpoints(tiny_prepared
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 steps" in result.stdout
     assert "the mean of the last 2 checkpoints: test BLEU" in result.stdout
+
+
+def test_stream_reads_the_memory_of_translate_and_score(tiny_model_file, tmp_path):
+    (tmp_path / "src.de").write_text("der hund läuft\n" * 400)
+    (tmp_path / "tgt.en").write_text("the dog runs\n" * 400)
+    argv = [sys.executable, str(SCRIPT), "stream", "--model", str(tiny_model_file)]
+    argv += ["--src", str(tmp_path / "src.de"), "--tgt", str(tmp_path / "tgt.en")]
+    result = subprocess.run([*argv, "--every", "0.2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("translate --beam 1: 400 lines", "score: 400 lines"):
+        assert name in result.stdout
