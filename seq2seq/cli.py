@@ -168,17 +168,34 @@ def _check_picture(target: str | None, flag: str, force: bool, inputs: dict[str,
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.data import read_lines
-    from seq2seq.evaluate import score_by_length, score_corpus
 
     _check_picture(args.plot, "--plot", args.force, {"--hyp": args.hyp, "--ref": args.ref})
     if args.hyp:
         if not args.ref or (args.by_length and not args.src):
             raise ConfigError("--hyp needs --ref (and --src for --by-length)")
-        systems, src, ref = {Path(args.hyp).name: list(read_lines(args.hyp))}, args.src, args.ref
-    else:
-        if bool(args.src) != bool(args.ref):
-            raise ConfigError("give --src and --ref, or neither (the model's test split)")
-        systems, src, ref = _translate_for_evaluation(args)
+        systems = {Path(args.hyp).name: list(read_lines(args.hyp))}
+        return _report(args, systems, args.src, args.ref)
+    if bool(args.src) != bool(args.ref):
+        raise ConfigError("give --src and --ref, or neither (the model's test splits)")
+    for test_set, systems, src, ref in _translate_for_evaluation(args):
+        _report(args, systems, src, ref, test_set)
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    systems: dict[str, list[str]],
+    src: str,
+    ref: str,
+    test_set: str | None = None,
+) -> int:
+    """Print the scores of `systems` ({name: hypotheses}) against `ref`; `test_set`: the
+    name of one of a model's several test splits, printed with them."""
+    if test_set and not args.json:
+        print(f"== {test_set}")
+    from seq2seq.data import read_lines
+    from seq2seq.evaluate import score_by_length, score_corpus
+
     refs = list(read_lines(ref))
     if not refs:
         raise DataError(f"{ref}: no lines to score")
@@ -188,6 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             name: score_by_length(sources, hyps, refs, args.by_length)
             for name, hyps in systems.items()
         }
+        if test_set:
+            table = {"test_set": test_set, **table}
         print(json.dumps(table) if args.json else _length_table(table))
         if args.plot:
             from seq2seq.plots import plot_by_length
@@ -195,6 +214,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             log.info("drawn to %s", plot_by_length(table, args.plot))
         return 0
     result = score_corpus(next(iter(systems.values())), refs)
+    if test_set:
+        result = {"test_set": test_set, **result}
     if args.json:
         print(json.dumps(result))
     else:
@@ -203,29 +224,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translate_for_evaluation(args: argparse.Namespace) -> tuple[dict[str, list[str]], str, str]:
-    """{name: hypotheses} of the model (or ensemble), or of each model with --by-length."""
+def _translate_for_evaluation(args: argparse.Namespace):
+    """For --src/--ref, or else each of the first model's test splits: (its name or None,
+    {system name: hypotheses}, src, ref). A system is the model (or ensemble), or each
+    model with --by-length."""
     from seq2seq.data import read_lines
     from seq2seq.translate import Translator
 
     models = args.model or [str(DEFAULT_MODEL)]
     groups = [[m] for m in models] if args.by_length else [models]
-    systems, src, ref = {}, args.src, args.ref
+    translators = {}
     for group in groups:
-        translator = Translator.from_files(group, args.device, args.dtype)
-        if args.no_shortlist:
-            translator.shortlist = None
-        if not src:  # the first model's test split
-            data = translator.config.data
-            src, ref = (f"{data.dir}/{data.test}.{lang}" for lang in (data.src, data.tgt))
-            log.info("the model's test split: %s and %s", src, ref)
-        # test sets hold a sentence a line: no splitting
-        results = translator.translate_stream(read_lines(src), args.beam, split=False)
         name = "+".join(_model_name(m) for m in group)
-        while name in systems:  # the same model twice gets two columns
+        while name in translators:  # the same model twice gets two columns
             name += "'"
-        systems[name] = [t.texts[0] for t in results]
-    return systems, src, ref
+        translators[name] = Translator.from_files(group, args.device, args.dtype)
+        if args.no_shortlist:
+            translators[name].shortlist = None
+    if args.src:
+        test_sets = [(None, args.src, args.ref)]
+    else:
+        test_sets = _test_splits(next(iter(translators.values())).config.data)
+        for _, src, ref in test_sets:
+            log.info("the model's test split: %s and %s", src, ref)
+        if len(test_sets) > 1 and args.plot:
+            raise ConfigError("--plot draws one test set: the model has several; give --src, --ref")
+        if len(test_sets) == 1:  # named only where there are several
+            test_sets = [(None, *test_sets[0][1:])]
+    for test_set, src, ref in test_sets:
+        # test sets hold a sentence a line: no splitting
+        systems = {
+            name: [
+                t.texts[0]
+                for t in translator.translate_stream(read_lines(src), args.beam, split=False)
+            ]
+            for name, translator in translators.items()
+        }
+        yield test_set, systems, src, ref
+
+
+def _test_splits(data) -> list[tuple[str, str, str]]:
+    """(name, src, ref) of a model's test split, or of each test.NAME where its folder was
+    prepared from several corpora (each corpus's test split kept apart)."""
+    folder = Path(data.dir)
+    names = [data.test]
+    if not (folder / f"{data.test}.{data.src}").exists():
+        found = folder.glob(f"{data.test}.*.{data.src}")
+        names = sorted(p.name[: -len(data.src) - 1] for p in found) or names
+    return [(name, f"{folder}/{name}.{data.src}", f"{folder}/{name}.{data.tgt}") for name in names]
 
 
 def _model_name(path: str) -> str:
@@ -658,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file or run folder (default: the shipped model); repeat for an ensemble",
     )
     p.add_argument(
-        "--src", help="source file to translate (default: the model's data.dir/data.test split)"
+        "--src",
+        help="source file to translate (default: the model's data.dir/data.test split, or "
+        "each test.NAME split of a folder prepared from several corpora)",
     )
     p.add_argument("--hyp", help="existing system output instead of -m/--src")
     p.add_argument("--ref", help="reference file (default: see --src)")

@@ -390,6 +390,36 @@ def test_evaluate_defaults_to_the_models_test_split(tiny_model_file, capsys):
     assert main(["evaluate", "--hyp", "x"]) == 1
 
 
+def test_evaluate_scores_each_test_split_of_a_folder_of_several_corpora(
+    tiny_model_file, tiny_prepared, tmp_path, capsys
+):
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "two"  # as prepare writes several corpora: test.NAME each
+    shutil.copytree(tiny_prepared, folder)
+    for name in ("a", "b"):
+        for lang in ("de", "en"):
+            shutil.copy(folder / f"test.{lang}", folder / f"test.{name}.{lang}")
+    for lang in ("de", "en"):
+        (folder / f"test.{lang}").unlink()
+    payload = torch.load(tiny_model_file, weights_only=True)
+    payload["config"]["data"]["dir"] = str(folder)
+    model = tmp_path / "m.pt"
+    torch.save(payload, model)
+    assert main(["evaluate", "-m", str(model), "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["test_set"] for r in results] == ["test.a", "test.b"]
+    assert results[0]["bleu"] == results[1]["bleu"]
+    assert main(["evaluate", "-m", str(model)]) == 0
+    assert "== test.a" in capsys.readouterr().out
+    if importlib.util.find_spec("matplotlib"):
+        png = str(tmp_path / "p.png")
+        assert main(["evaluate", "-m", str(model), "--by-length", "3", "--plot", png]) == 1
+        assert "several" in _one_line_error(capsys, "evaluate")
+
+
 def test_nbest_default_comes_from_the_model(tiny_model_file, tmp_path, capsys):
     import torch
 
