@@ -191,11 +191,11 @@ def _report(
 ) -> int:
     """Print the scores of `systems` ({name: hypotheses}) against `ref`; `test_set`: the
     name of one of a model's several test splits, printed with them."""
-    if test_set and not args.json:
-        print(f"== {test_set}")
     from seq2seq.data import read_lines
     from seq2seq.evaluate import score_by_length, score_corpus
 
+    if test_set and not args.json:
+        print(f"== {test_set}")
     refs = list(read_lines(ref))
     if not refs:
         raise DataError(f"{ref}: no lines to score")
@@ -205,19 +205,18 @@ def _report(
             name: score_by_length(sources, hyps, refs, args.by_length)
             for name, hyps in systems.items()
         }
-        if test_set:
-            table = {"test_set": test_set, **table}
-        print(json.dumps(table) if args.json else _length_table(table))
+        if args.json:
+            print(json.dumps({"test_set": test_set, **table} if test_set else table))
+        else:
+            print(_length_table(table))
         if args.plot:
             from seq2seq.plots import plot_by_length
 
             log.info("drawn to %s", plot_by_length(table, args.plot))
         return 0
     result = score_corpus(next(iter(systems.values())), refs)
-    if test_set:
-        result = {"test_set": test_set, **result}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"test_set": test_set, **result} if test_set else result))
     else:
         print(f"BLEU {result['bleu']:.2f}  {result['bleu_signature']}")
         print(f"chrF {result['chrf']:.2f}  {result['chrf_signature']}")

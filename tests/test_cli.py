@@ -414,6 +414,9 @@ def test_evaluate_scores_each_test_split_of_a_folder_of_several_corpora(
     assert results[0]["bleu"] == results[1]["bleu"]
     assert main(["evaluate", "-m", str(model)]) == 0
     assert "== test.a" in capsys.readouterr().out
+    assert main(["evaluate", "-m", str(model), "--by-length", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "== test.a" in out and "== test.b" in out and out.count("| source words |") == 2
     if importlib.util.find_spec("matplotlib"):
         png = str(tmp_path / "p.png")
         assert main(["evaluate", "-m", str(model), "--by-length", "3", "--plot", png]) == 1
