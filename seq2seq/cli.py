@@ -71,7 +71,10 @@ def _input_lines(args: argparse.Namespace, stack: contextlib.ExitStack):
         return iter(args.text)
     if not args.input:
         return _decode_lines(sys.stdin.buffer, "stdin")
-    return _decode_lines(stack.enter_context(Path(args.input).open("rb")), args.input)
+    from seq2seq.data import open_text, raw_lines
+
+    stream = stack.enter_context(open_text(args.input))  # plain or gzip
+    return _decode_lines(raw_lines(stream, args.input), args.input)
 
 
 def _decode_lines(stream, name: str):
@@ -654,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model file or run folder (default models/{DEFAULT_MODEL.name}); "
         "repeat for an ensemble",
     )
-    p.add_argument("--input", help="input file, one sentence a line")
+    p.add_argument("--input", help="input file, one sentence a line (plain or gzip)")
     p.add_argument("--output", help="output file (default stdout)")
     p.add_argument(
         "--line-buffered",

@@ -301,6 +301,20 @@ def test_each_line_is_translated_as_soon_as_it_is_read(tiny_model_file, how):
         os.close(reader)
 
 
+def test_translate_reads_a_gzip_input_as_its_text(tiny_model_file, tmp_path):
+    import gzip
+
+    text = "der hund\nein mann läuft\n" * 3
+    (tmp_path / "in.de").write_text(text, encoding="utf-8")
+    with gzip.open(tmp_path / "in.de.gz", "wt", encoding="utf-8") as f:
+        f.write(text)
+    for name in ("in.de", "in.de.gz"):
+        argv = ["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / name)]
+        assert main([*argv, "--output", str(tmp_path / f"{name}.en")]) == 0
+    plain, unzipped = ((tmp_path / f"{n}.en").read_text() for n in ("in.de", "in.de.gz"))
+    assert unzipped == plain and len(plain.splitlines()) == 6
+
+
 def test_a_refused_translate_writes_nothing(tiny_model_file, tmp_path, capsys):
     out = tmp_path / "out" / "hyp.en"
     argv = ["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / "missing")]
