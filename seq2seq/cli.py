@@ -67,12 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _input_lines(args: argparse.Namespace, stack: contextlib.ExitStack):
+    from seq2seq.data import open_text, raw_lines
+
     if args.text:
         return iter(args.text)
     if not args.input:
-        return _decode_lines(sys.stdin.buffer, "stdin")
-    from seq2seq.data import open_text, raw_lines
-
+        return _decode_lines(raw_lines(sys.stdin.buffer, "stdin"), "stdin")
     stream = stack.enter_context(open_text(args.input))  # plain or gzip
     return _decode_lines(raw_lines(stream, args.input), args.input)
 

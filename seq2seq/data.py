@@ -33,6 +33,7 @@ SPLIT_NAMES = {
 }
 
 
+BYTE_ORDER_MARK = "\ufeff".encode()
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -49,9 +50,11 @@ def open_text(path: str | Path) -> IO[bytes]:
 
 
 def raw_lines(stream: IO[bytes], name: str | Path) -> Iterator[bytes]:
-    """The lines of a byte stream; a truncated or corrupt gzip stream is a `DataError`."""
+    """The lines of a byte stream, without a leading UTF-8 byte order mark (Notepad's
+    "UTF-8 with BOM"); a truncated or corrupt gzip stream is a `DataError`."""
     try:
-        yield from stream
+        for number, line in enumerate(stream):
+            yield line.removeprefix(BYTE_ORDER_MARK) if number == 0 else line
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"{name}: truncated or corrupt gzip file ({error})") from None
 

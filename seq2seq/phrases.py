@@ -327,6 +327,6 @@ def phrase_space(translator: Translator, phrases: list[str]) -> torch.Tensor:
 
 
 def read_phrases(path: str | Path) -> list[str]:
-    """Non-empty lines of a text file."""
-    with io.TextIOWrapper(open_text(path), encoding="utf-8", errors="replace") as f:
+    """Non-empty lines of a text file (a leading byte order mark is no text)."""
+    with io.TextIOWrapper(open_text(path), encoding="utf-8-sig", errors="replace") as f:
         return [line.strip() for line in f if line.strip()]

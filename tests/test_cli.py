@@ -315,6 +315,22 @@ def test_translate_reads_a_gzip_input_as_its_text(tiny_model_file, tmp_path):
     assert unzipped == plain and len(plain.splitlines()) == 6
 
 
+def test_translate_drops_a_byte_order_mark(tiny_model_file, tmp_path, capsys, monkeypatch):
+    import io
+
+    (tmp_path / "in.de").write_text("der hund\n", encoding="utf-8")
+    (tmp_path / "bom.de").write_text("\ufeffder hund\n", encoding="utf-8")
+    outputs = []
+    for name in ("in.de", "bom.de"):
+        assert main(["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / name)]) == 0
+        outputs.append(capsys.readouterr().out)
+    stdin = io.TextIOWrapper(io.BytesIO("\ufeffder hund\n".encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["translate", "-m", str(tiny_model_file)]) == 0
+    outputs.append(capsys.readouterr().out)
+    assert outputs[1] == outputs[2] == outputs[0]  # no leading space for the mark
+
+
 def test_a_refused_translate_writes_nothing(tiny_model_file, tmp_path, capsys):
     out = tmp_path / "out" / "hyp.en"
     argv = ["translate", "-m", str(tiny_model_file), "--input", str(tmp_path / "missing")]

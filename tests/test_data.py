@@ -56,6 +56,15 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
         list(read_folder(tmp_path, "train", "de", "en"))
 
 
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    # Notepad's "UTF-8 with BOM": the mark says how the file is encoded, it is not a character
+    # of the first sentence
+    (tmp_path / "train.de").write_bytes("\ufeffgut\nschlecht\n".encode())
+    (tmp_path / "train.en").write_bytes("\ufeffgood\nbad\n".encode())
+    pairs = list(read_folder(tmp_path, "train", "de", "en"))
+    assert pairs == [("gut", "good"), ("schlecht", "bad")]
+
+
 def test_missing_split_file(tmp_path):
     (tmp_path / "train.de").write_text("a\n")
     with pytest.raises(DataError, match="missing train.en"):
