@@ -273,7 +273,16 @@ def _test_splits(data) -> list[tuple[str, str, str]]:
     if not (folder / f"{data.test}.{data.src}").exists():
         found = folder.glob(f"{data.test}.*.{data.src}")
         names = sorted(p.name[: -len(data.src) - 1] for p in found) or names
-    return [(name, f"{folder}/{name}.{data.src}", f"{folder}/{name}.{data.tgt}") for name in names]
+    splits = [(n, f"{folder}/{n}.{data.src}", f"{folder}/{n}.{data.tgt}") for n in names]
+    for _, src, ref in splits:
+        if not folder.is_dir():
+            raise DataError(f"the model's data folder {folder} is not here: give --src and --ref")
+        if not (Path(src).is_file() and Path(ref).is_file()):
+            raise DataError(
+                f"the model's data folder {folder} has no test split ({src}, {ref}; a corpus "
+                "without one, such as a TSV file, gives none): give --src and --ref"
+            )
+    return splits
 
 
 def _model_name(path: str) -> str:

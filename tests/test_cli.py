@@ -453,6 +453,25 @@ def test_evaluate_scores_each_test_split_of_a_folder_of_several_corpora(
         assert "several" in _one_line_error(capsys, "evaluate")
 
 
+def test_evaluate_without_a_test_split_asks_for_src_and_ref(
+    tiny_model_file, tiny_prepared, tmp_path, capsys
+):
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "no-test"  # as prepare writes a TSV corpus: train and val only
+    shutil.copytree(tiny_prepared, folder, ignore=shutil.ignore_patterns("test.*"))
+    payload = torch.load(tiny_model_file, weights_only=True)
+    payload["config"]["data"]["dir"] = str(folder)
+    torch.save(payload, tmp_path / "m.pt")
+    assert main(["evaluate", "-m", str(tmp_path / "m.pt")]) == 1
+    assert "no test split" in _one_line_error(capsys, "evaluate")
+    shutil.rmtree(folder)  # a model file from another machine
+    assert main(["evaluate", "-m", str(tmp_path / "m.pt")]) == 1
+    assert "is not here" in _one_line_error(capsys, "evaluate")
+
+
 def test_nbest_default_comes_from_the_model(tiny_model_file, tmp_path, capsys):
     import torch
 
