@@ -292,19 +292,22 @@ class Translator:
         Each line is split into sentences, all sentences are translated
         together, and each line's translations are joined with a space: one
         output line per input line, its leading and trailing whitespace kept.
+        A text of several lines (a server's text area) keeps its line breaks.
         The k-th of the n best of a line joins the k-th best of each of its
         sentences (or the best, for a sentence with fewer).
         """
+        rows = [row for text in lines for row in text.split("\n")]
         sentences, owners = [], []
-        for index, line in enumerate(lines):
-            for sentence in split_sentences(line, self.config.data.src):
+        for index, row in enumerate(rows):
+            for sentence in split_sentences(row, self.config.data.src):
                 sentences.append(sentence)
                 owners.append(index)
         translated = self.translate(sentences, beam, nbest, batch_tokens)
-        parts: list[list[Translation]] = [[] for _ in lines]
+        parts: list[list[Translation]] = [[] for _ in rows]
         for index, result in zip(owners, translated):
             parts[index].append(result)
-        return [_join(line, line_parts) for line, line_parts in zip(lines, parts)]
+        done = iter([_join(row, row_parts) for row, row_parts in zip(rows, parts)])
+        return [_combine([next(done) for _ in text.split("\n")], "\n") for text in lines]
 
     def translate_stream(
         self,
@@ -384,10 +387,18 @@ def _join(line: str, parts: list[Translation]) -> Translation:
     if not parts:
         return Translation([""], [0.0])
     lead, trail = line[: len(line) - len(line.lstrip())], line[len(line.rstrip()) :]
+    joined = _combine(parts, " ")
+    texts = [lead + text + trail for text in joined.texts]
+    return Translation(texts, joined.scores, joined.tokens)
+
+
+def _combine(parts: list[Translation], separator: str) -> Translation:
+    """The parts' translations joined: the k-th joins the k-th best of each part (or
+    its last); texts that read the same are merged."""
     texts, scores = [], []
     for k in range(max(len(p.texts) for p in parts)):
         chosen = [min(k, len(p.texts) - 1) for p in parts]
-        texts.append(lead + " ".join(p.texts[j] for p, j in zip(parts, chosen)) + trail)
+        texts.append(separator.join(p.texts[j] for p, j in zip(parts, chosen)))
         scores.append(sum(p.scores[j] for p, j in zip(parts, chosen)))
     distinct = list(dict.fromkeys(texts))
     tokens = [t for p in parts for t in p.tokens]

@@ -122,6 +122,15 @@ def test_a_paragraph_line_gives_one_line_of_its_sentences(translator):
     assert [r.texts[0] for r in result] == ["  " + " ".join(alone) + " ", "", ""]
 
 
+def test_a_text_keeps_its_line_breaks(translator):
+    # a server's q may be a whole text area: its lines stay lines, blank ones too
+    lines = ["Der hund läuft. Die katze", "", " ein mann spielt"]
+    alone = [r.texts for r in translator.translate_lines(lines, beam=2, nbest=2)]
+    (result,) = translator.translate_lines(["\n".join(lines)], beam=2, nbest=2)
+    assert result.texts[0] == "\n".join(texts[0] for texts in alone)
+    assert result.texts[-1] == "\n".join(texts[-1] for texts in alone)
+
+
 def test_a_thousand_lines_give_a_thousand_lines(translator):
     lines = ["der hund. die katze.", "", "  ein mann läuft im park  ", "x. y. z.", "\t"] * 200
     out = list(translator.translate_stream(iter(lines), beam=1))
