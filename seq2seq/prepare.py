@@ -94,6 +94,11 @@ def prepare_corpus(
     Returns:
         The statistics written to stats.json.
     """
+    for code in (src, tgt):  # they name the files: train.{src}, spm.{tgt}.model
+        if not code or any(c in code for c in "/\\.") or code != "".join(code.split()):
+            raise DataError(f"language code {code!r}: give a code such as de or en")
+    if src == tgt:
+        raise DataError(f"--src and --tgt are the same language ({src}): a pair needs two")
     out = Path(out).resolve()
     corpora = [corpus] if isinstance(corpus, str) else list(corpus)
     for one in corpora:

@@ -93,6 +93,14 @@ def _unrelated_folder(folder):
     return folder
 
 
+@pytest.mark.parametrize(("src", "tgt"), [("de", "de"), ("de", ""), ("de/x", "en"), ("d e", "en")])
+def test_language_codes_that_cannot_name_the_files_are_refused(tiny_corpus, tmp_path, src, tgt):
+    # one code for both sides wrote train.de twice, the target over the source
+    with pytest.raises(DataError, match="language"):
+        prepare_corpus(str(tiny_corpus), src, tgt, tmp_path / "out", vocab_size=300)
+    assert not any(tmp_path.iterdir())
+
+
 def test_out_that_is_not_a_prepared_folder_is_refused_and_kept(tiny_corpus, tmp_path, monkeypatch):
     user = _unrelated_folder(tmp_path / "user")
     monkeypatch.chdir(user)
