@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+from seq2seq import __version__
 from seq2seq.config import ConfigError, check_device, preset_names
 from seq2seq.data import DataError
 from seq2seq.errors import Seq2SeqError
@@ -560,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = Parser(add_help=False)
     common.add_argument(
@@ -879,7 +881,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `seq2seq` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # a bare `seq2seq`: what it can do
+        parser.print_help(sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

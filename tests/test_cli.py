@@ -149,6 +149,15 @@ def test_every_command_has_help(capsys):
         assert "usage: seq2seq" in capsys.readouterr().out
 
 
+def test_a_bare_command_lists_the_commands_and_version_says_which(capsys):
+    assert main([]) == 1
+    assert "score-phrases" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("seq2seq 0.")
+
+
 def test_plot_curves(tiny_model_file, tmp_path):
     pytest.importorskip("matplotlib")
     run = tiny_model_file.parent
