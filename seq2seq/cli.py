@@ -178,18 +178,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.ref or (args.by_length and not args.src):
             raise ConfigError("--hyp needs --ref (and --src for --by-length)")
         systems = {Path(args.hyp).name: list(read_lines(args.hyp))}
-        return _report(args, systems, args.src, args.ref)
+        sources = list(read_lines(args.src)) if args.by_length else []
+        return _report(args, systems, sources, args.ref)
     if bool(args.src) != bool(args.ref):
         raise ConfigError("give --src and --ref, or neither (the model's test splits)")
-    for test_set, systems, src, ref in _translate_for_evaluation(args):
-        _report(args, systems, src, ref, test_set)
+    for test_set, systems, sources, ref in _translate_for_evaluation(args):
+        _report(args, systems, sources, ref, test_set)
     return 0
 
 
 def _report(
     args: argparse.Namespace,
     systems: dict[str, list[str]],
-    src: str,
+    sources: list[str],
     ref: str,
     test_set: str | None = None,
 ) -> int:
@@ -204,7 +205,6 @@ def _report(
     if not refs:
         raise DataError(f"{ref}: no lines to score")
     if args.by_length:
-        sources = list(read_lines(src))
         table = {
             name: score_by_length(sources, hyps, refs, args.by_length)
             for name, hyps in systems.items()
@@ -229,8 +229,8 @@ def _report(
 
 def _translate_for_evaluation(args: argparse.Namespace):
     """For --src/--ref, or else each of the first model's test splits: (its name or None,
-    {system name: hypotheses}, src, ref). A system is the model (or ensemble), or each
-    model with --by-length."""
+    {system name: hypotheses}, the source lines, ref). A system is the model (or
+    ensemble), or each model with --by-length."""
     from seq2seq.data import read_lines
     from seq2seq.translate import Translator
 
@@ -255,15 +255,16 @@ def _translate_for_evaluation(args: argparse.Namespace):
         if len(test_sets) == 1:  # named only where there are several
             test_sets = [(None, *test_sets[0][1:])]
     for test_set, src, ref in test_sets:
+        sources = list(read_lines(src))  # read once: it may be a pipe
         # test sets hold a sentence a line: no splitting
         systems = {
             name: [
                 t.texts[0]
-                for t in translator.translate_stream(read_lines(src), args.beam, split=False)
+                for t in translator.translate_stream(iter(sources), args.beam, split=False)
             ]
             for name, translator in translators.items()
         }
-        yield test_set, systems, src, ref
+        yield test_set, systems, sources, ref
 
 
 def _test_splits(data) -> list[tuple[str, str, str]]:

@@ -33,6 +33,7 @@ SPLIT_NAMES = {
 }
 
 
+GZIP_MAGIC = b"\x1f\x8b"
 BYTE_ORDER_MARK = "\ufeff".encode()
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -42,11 +43,27 @@ class DataError(Seq2SeqError):
 
 
 def open_text(path: str | Path) -> IO[bytes]:
-    """Open a plain or gzip file as bytes; gzip is detected from the magic bytes."""
-    path = Path(path)
-    with path.open("rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
+    """Open a plain or gzip file as bytes; gzip is detected from the magic bytes.
+
+    The file is opened once and its first bytes only peeked at, so that a pipe
+    (`--ref <(zcat ref.gz)`), which cannot be read again, loses nothing.
+    """
+    f = Path(path).open("rb")  # noqa: SIM115 (returned open: the caller closes it)
+    return _GzipReader(f) if f.peek(2)[:2] == GZIP_MAGIC else f
+
+
+class _GzipReader(gzip.GzipFile):
+    """gzip.GzipFile over an open file, which it closes with itself."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(fileobj=file, mode="rb")
+        self.file = file
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.file.close()
 
 
 def raw_lines(stream: IO[bytes], name: str | Path) -> Iterator[bytes]:
@@ -237,6 +254,8 @@ def corpus_format(corpus: str) -> str:
         with open_text(path) as f:
             first = f.readline().decode("utf-8", errors="replace")
         return "moses" if MOSES_SEPARATOR in first else "tsv"
+    if path.exists():  # a pipe such as <(zcat corpus.tsv.gz): its first line cannot be read twice
+        raise DataError(f"{corpus}: not a regular file; give its --format (tsv or moses)")
     if "/" in corpus.strip("./") and not corpus.startswith((".", "/")) or ":" in corpus:
         return "hub"
     raise DataError(f"{corpus}: no such file or folder")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,6 +23,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pipe_path(data: bytes) -> Iterator[str]:
+    """A path that reads `data` once from a pipe, as bash's <(...) gives: a second open
+    gets what is left (nothing), not the start again."""
+    read, write = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        yield f"/dev/fd/{read}"
+    finally:
+        writer.join(timeout=10)
+        os.close(read)
 
 
 WORDS_DE = "ein der die das mann frau hund katze läuft spielt sitzt im park auf dem gras".split()  # noqa: SIM905, E501

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import pipe_path
 
 from seq2seq.cli import main
 from seq2seq.evaluate import score_corpus
@@ -514,6 +515,19 @@ def test_evaluate_by_length_with_two_models_and_a_plot(tiny_model_file, tmp_path
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "-m", model, "--by-length", "5,3"])
     assert exit_.value.code == 1
+
+
+def test_evaluate_reads_pipes_once(tiny_model_file, tiny_prepared, capsys):
+    # --src <(...) --ref <(...): a pipe read twice (once per model, again for --by-length)
+    # came back empty the second time
+    model = str(tiny_model_file)
+    argv = ["evaluate", "-m", model, "-m", model, "--by-length", "2,4", "--json"]
+    src, ref = (tiny_prepared / f"test.{lang}" for lang in ("de", "en"))
+    assert main([*argv, "--src", str(src), "--ref", str(ref)]) == 0
+    from_files = capsys.readouterr().out
+    with pipe_path(src.read_bytes()) as src_pipe, pipe_path(ref.read_bytes()) as ref_pipe:
+        assert main([*argv, "--src", src_pipe, "--ref", ref_pipe]) == 0
+    assert capsys.readouterr().out == from_files
 
 
 def test_plot_overlays_several_runs(tiny_model_file, tmp_path):

@@ -1,7 +1,7 @@
 import gzip
 
 import pytest
-from helpers import make_pairs, write_folder
+from helpers import make_pairs, pipe_path, write_folder
 
 from seq2seq import data
 from seq2seq.data import (
@@ -63,6 +63,23 @@ def test_a_byte_order_mark_is_not_text(tmp_path):
     (tmp_path / "train.en").write_bytes("\ufeffgood\nbad\n".encode())
     pairs = list(read_folder(tmp_path, "train", "de", "en"))
     assert pairs == [("gut", "good"), ("schlecht", "bad")]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_pipe_is_read_whole(gz):
+    # `--ref <(zcat ref.gz)`: the gzip check must not eat the start of a stream it cannot reopen
+    lines = [f"line {i} " + "x" * 50 for i in range(2000)]  # well over a pipe's first read
+    body = "".join(line + "\n" for line in lines).encode()
+    with pipe_path(gzip.compress(body) if gz else body) as path:
+        assert list(data.read_lines(path)) == lines
+
+
+def test_the_format_of_a_pipe_must_be_given(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DataError, match="--format"):
+        corpus_format(str(tmp_path / "fifo"))  # without opening it: nothing waits on a writer
 
 
 def test_missing_split_file(tmp_path):
