@@ -7,9 +7,10 @@ the last search had, or a token budget), and one worker thread runs
 the search off the event loop; each answer goes back to its own request.
 
 API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
-target, format, alternatives), `GET /languages`, `GET /health`, `GET /` (the
-page), `GET /docs` (OpenAPI). Errors are `{"error": "..."}` with 400, 413 or
-503 (with Retry-After), never a 200. Any origin may call the API (CORS).
+target, format, alternatives), `POST /detect`, `GET /languages`,
+`GET /frontend/settings`, `GET /health`, `GET /` (the page), `GET /docs`
+(OpenAPI). Errors are `{"error": "..."}` with 400, 413 or 503 (with
+Retry-After), never a 200. Any origin may call the API (CORS).
 """
 
 from __future__ import annotations
@@ -264,6 +265,32 @@ def create_app(translator: Translator, name: str, options: ServeOptions | None =
             detected = {"confidence": 100.0, "language": src}  # the one language served
             reply["detectedLanguage"] = detected if single else [detected] * len(texts)
         return JSONResponse(reply)
+
+    @app.post("/detect")
+    async def detect(request: Request) -> list[dict]:
+        """LibreTranslate's language detection: this server reads one source language,
+        so every text is in it (clients ask before translating with source "auto")."""
+        body = await _read_body(request)
+        if not body.get("q"):
+            raise RequestError(400, "Invalid request: missing q parameter")
+        return [{"confidence": 100.0, "language": src}]
+
+    @app.get("/frontend/settings")
+    async def frontend_settings() -> dict:
+        """LibreTranslate's settings for its page and apps: limits and the language pair."""
+        return {
+            "charLimit": options.char_limit,
+            "frontendTimeout": 500,  # ms a page waits after typing before it translates
+            "apiKeys": False,
+            "keyRequired": False,
+            "suggestions": False,
+            "filesTranslation": False,
+            "supportedFilesFormat": [],
+            "language": {
+                role: {"code": code, "name": LANGUAGE_NAMES.get(code, code)}
+                for role, code in (("source", src), ("target", tgt))
+            },
+        }
 
     @app.get("/languages")
     async def languages() -> list[dict]:

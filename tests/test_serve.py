@@ -162,6 +162,22 @@ def test_languages_health_docs_and_unknown_paths(server):
     assert status == 404 and "error" in answer
 
 
+def test_detect_and_frontend_settings_as_libretranslate_clients_ask(server):
+    # clients such as GNOME's Dialect call /detect for "auto"; LibreTranslate's own page
+    # and apps read /frontend/settings: one source language, so that is what is "detected"
+    status, answer, _ = request(server.url + "/detect", json.dumps({"q": "Hallo"}).encode())
+    assert status == 200 and answer == [{"confidence": 100.0, "language": "de"}]
+    form = urllib.parse.urlencode([("q", "Hallo")]).encode()
+    kind = "application/x-www-form-urlencoded"
+    assert request(server.url + "/detect", form, kind)[1] == answer
+    status, answer, _ = request(server.url + "/detect", b"{}")
+    assert status == 400 and "missing q" in answer["error"]
+    settings = get(server.url + "/frontend/settings")[1]
+    assert settings["charLimit"] == 300 and settings["keyRequired"] is False
+    assert settings["language"]["source"] == {"code": "de", "name": "German"}
+    assert settings["language"]["target"]["code"] == "en"
+
+
 def test_pages_of_other_origins_may_call_the_api(server):
     origin = {"Origin": "https://example.org"}
     preflight = urllib.request.Request(
