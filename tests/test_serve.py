@@ -306,6 +306,12 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda b: "dog" in b.find_element(By.ID, "output").text)
         browser.save_screenshot(str(tmp_path / "page.png"))
         source = browser.find_element(By.ID, "source")
+        source.clear()  # more lines than --batch-limit texts: one text, its lines kept
+        source.send_keys("\n".join(["Ein Hund.", "", "Zwei Kinder."] * 3))
+        browser.find_element(By.ID, "translate").click()
+        wait.until(lambda b: "dog" in b.find_element(By.ID, "output").text)
+        assert len(browser.find_element(By.ID, "output").text.split("\n")) == 9
+        assert not browser.find_element(By.ID, "error").text
         source.clear()
         source.send_keys("x" * 301)
         browser.find_element(By.ID, "translate").click()
