@@ -223,6 +223,13 @@ class Trainer:
         data = config.data
         src_tok, tgt_tok, stats = load_tokenizers(data.dir, data.src, data.tgt)
         corpus = load_corpus(config, src_tok, tgt_tok, stats)
+        if not corpus.dev:
+            log.warning(
+                "%s has no %s split: no validation (the plateau schedule keeps its rate, "
+                "patience never stops the run) and the latest model is kept",
+                config.data.dir,
+                config.data.valid,
+            )
         return cls(config, run, (src_tok, tgt_tok), corpus, stats, resume)
 
     # ------------------------------------------------------------ the loop
@@ -530,8 +537,8 @@ class Trainer:
             box = [shared]
             dist.broadcast_object_list(box, src=0)
             progress.best_bleu, progress.bad_validations, record["bleu"] = box[0]
-        if self.train_cfg.schedule == "plateau":
-            self.scheduler.step(record.get("bleu", 0.0))
+        if self.train_cfg.schedule == "plateau" and self.corpus.dev:  # no dev BLEU, no plateau
+            self.scheduler.step(record["bleu"])
         patience = self.train_cfg.patience
         if patience and progress.bad_validations >= patience:  # _limits_reached stops the run
             log.info("no dev BLEU gain in %d validations: stopping", patience)

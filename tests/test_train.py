@@ -120,6 +120,30 @@ def test_early_stopping_after_patience_validations_without_gain(tiny_config, tmp
     assert last_checkpoint(tmp_path / "run")["progress"]["step"] == 6
 
 
+def test_without_a_dev_split_the_plateau_keeps_its_rate_and_the_latest_model_is_kept(
+    tiny_config, tmp_path
+):
+    # no dev BLEU is no signal: the rate was halved at every other validation, as if the
+    # model had stopped learning
+    import shutil
+
+    folder = tmp_path / "no-dev"
+    shutil.copytree(tiny_config.data.dir, folder, ignore=shutil.ignore_patterns("val.*"))
+    overrides = [
+        "train.valid_every=5",
+        "train.max_steps=120",
+        "train.max_epochs=9",
+        "train.patience=2",
+    ]
+    config = load_config("tiny", [f"data.dir={folder}", *overrides])
+    Trainer.build(config, tmp_path / "run").run()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    records = [json.loads(line) for line in log.splitlines()]
+    rates = {r["lr"] for r in records if r["type"] == "train"}
+    assert rates == {config.train.lr}
+    assert load_file(tmp_path / "run" / "model.pt")["metrics"]["step"] == 120  # no early stop
+
+
 def test_a_finished_run_folder_is_not_overwritten(tiny_config, tmp_path):
 
     config = load_config("tiny", [f"data.dir={tiny_config.data.dir}", "train.max_steps=2"])
