@@ -56,7 +56,13 @@ def load_file(path: str | Path, kind: str = "model") -> dict[str, Any]:
         path = path / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip; its index is at the end
+    with path.open("rb") as f:
+        start = f.read(4)
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"{path}: not a seq2seq model file (one that train, export or average wrote)"
+        )
+    if not zipfile.is_zipfile(path):  # its index is at the end: cut short
         raise CheckpointError(
             f"{path}: truncated or corrupt model file (not a complete torch file)"
         )
