@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +29,8 @@ from seq2seq.onednn import can_pack
 from seq2seq.packed import pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.symbols import set_aside
+from seq2seq.tokenizer import UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,16 @@ class Translator:
         nbest: int = 1,
         batch_tokens: int | None = None,
     ) -> list[Translation]:
-        """Translate a list of texts; an empty text gives an empty translation."""
+        """Translate a list of texts; an empty text gives an empty translation.
+
+        Symbols the source vocabulary lacks (emoji) are set aside and put back
+        around the translation (symbols.py).
+        """
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
-        ids = self.encode_sources(texts)
+        parts = [set_aside(text, self._has_piece) for text in texts]
+        ids = self.encode_sources([words for _, words, _ in parts])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]
         for i in set(range(len(texts))) - set(todo):
@@ -208,7 +214,14 @@ class Translator:
                 first = list(dict.fromkeys(texts_out))[:nbest]  # distinct texts, best first
                 scores = [hyps[texts_out.index(text)].score for text in first]
                 results[i] = Translation(first, scores, hyps[0].tokens)
-        return results
+        return [
+            replace(result, texts=[before + text + after for text in result.texts])
+            for result, (before, _, after) in zip(results, parts)
+        ]
+
+    def _has_piece(self, char: str) -> bool:
+        """Whether the source vocabulary spells `char` with a piece (not as bytes)."""
+        return self.src.piece_ids([char, "▁" + char]) != [UNK_ID, UNK_ID]
 
     def _batches(
         self,

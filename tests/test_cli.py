@@ -539,8 +539,10 @@ def test_plot_overlays_several_runs(tiny_model_file, tmp_path):
 
 
 def test_the_default_model_translates_what_people_type(capsys):
-    assert main(["translate", "Können wir gehen?", "Ich habe Hunger. Wo ist der Bahnhof?"]) == 0
+    people_type = ["Können wir gehen?", "Ich habe Hunger. Wo ist der Bahnhof?", "Danke! 😀"]
+    assert main(["translate", *people_type]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "Can we go?",
         "I'm hungry. Where is the train station?",
+        "Thank you. 😀",  # it was "Thank you. This is a good time for a while."
     ]

@@ -131,6 +131,16 @@ def test_a_text_keeps_its_line_breaks(translator):
     assert result.texts[-1] == "\n".join(texts[-1] for texts in alone)
 
 
+def test_symbols_the_model_never_saw_go_around_its_translation(translator):
+    words = [r.texts for r in translator.translate(["der hund", "ein mann"], beam=2, nbest=2)]
+    results = translator.translate(["der hund 😀", "😀 ein 👍 mann", "😀"], beam=2, nbest=2)
+    assert [r.texts for r in results] == [
+        [text + " 😀" for text in words[0]],
+        ["😀 " + text + " 👍" for text in words[1]],
+        ["😀", "😀"],
+    ]
+
+
 def test_a_thousand_lines_give_a_thousand_lines(translator):
     lines = ["der hund. die katze.", "", "  ein mann läuft im park  ", "x. y. z.", "\t"] * 200
     out = list(translator.translate_stream(iter(lines), beam=1))

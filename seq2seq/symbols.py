@@ -1,0 +1,44 @@
+"""Symbols the model never saw (emoji, ♥, ✓, →) are set aside and put back.
+
+SentencePiece spells a character outside its vocabulary as UTF-8 bytes, and a
+model that never met those bytes in training makes things up around them: the
+default model turned "Danke 😀" into "Thank you for all the time." So a
+symbol (Unicode category S*) without a piece of its own is taken out of the
+sentence before search, together with the marks that belong to it (emoji
+variation selectors, joiners, skin tones, keycaps), and put back around the
+translation: those before the words in front, all others after it. A symbol
+the vocabulary has (°, €) stays in the sentence; so does any letter.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+
+# marks that belong to the symbol before them: text/emoji variation selectors, the
+# zero-width joiner of emoji sequences, the keycap, skin tones
+ATTACHED = frozenset("\ufe0e\ufe0f\u200d\u20e3") | frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+
+
+def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
+    """(before, words, after): `text` without its unknown symbols, and those symbols with
+    the spaces that separated them, to go before and after its translation.
+
+    known: whether the source vocabulary has a piece for a character.
+    """
+    aside = [False] * len(text)
+    for i, char in enumerate(text):
+        if char in ATTACHED:
+            aside[i] = i > 0 and aside[i - 1]
+        elif unicodedata.category(char).startswith("S"):
+            aside[i] = not known(char)
+    if not any(aside):
+        return "", text, ""
+    start, end = 0, len(text)
+    while start < end and (aside[start] or text[start].isspace()):
+        start += 1
+    while end > start and (aside[end - 1] or text[end - 1].isspace()):
+        end -= 1
+    words = "".join(" " if aside[i] else text[i] for i in range(start, end))
+    moved = "".join(text[i] if aside[i] else " " for i in range(start, end)).split()
+    return text[:start], " ".join(words.split()), "".join(" " + m for m in moved) + text[end:]
