@@ -7,6 +7,7 @@
     python scripts/benchmark.py stream    [--src S --tgt T] [--every 10]
     python scripts/benchmark.py phrases   [--model M] [--table T] [--runs 3] [--lines 1e6 1e7]
     python scripts/benchmark.py ensemble  --model A --model B [...]
+    python scripts/benchmark.py typed     [--model M] [--sets corpus/split ...] [--beam 5]
     python scripts/benchmark.py serve     [--model M] [--clients 1 4 16 64] [--requests 200]
                                           [--dtype bf16] [--ceiling 3 12 48 96]
     python scripts/benchmark.py study     [--budget 12] [--preset P] [--set K=V ...]
@@ -406,6 +407,42 @@ def bench_ensemble(args: argparse.Namespace) -> None:
         for beam in (1, 5):
             seconds, hyps = timed_translation(translator, src, beam, runs=1)
             print(f"  {name} beam {beam}: BLEU {score_corpus(hyps, ref)['bleu']}, {seconds:.1f} s")
+
+
+def bench_typed(args: argparse.Namespace) -> None:
+    """Text as people type it: dev and test sets with the final punctuation taken off the
+    sources and the references, searched as typed and with the full stop that
+    `unseen.add_stop` gives; and the sets as they are, both ways."""
+    import re
+
+    from seq2seq import translate
+    from seq2seq.evaluate import score_corpus
+    from seq2seq.translate import Translator
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_file(args.model)
+    print(f"model {args.model}, beam {args.beam}, {args.threads} threads, one run each")
+    end = re.compile(r"\s*[.!?]+$")
+    with_stop = translate.add_stop
+    for name in args.sets:
+        src, ref = (read_gzip_lines(DATA / f"{name}.{lang}.gz") for lang in ("de", "en"))
+        for form, (sources, refs) in {
+            "as they are": (src, ref),
+            "without final punctuation": (
+                [end.sub("", s) for s in src],
+                [end.sub("", r) for r in ref],
+            ),
+        }.items():
+            scores = {}
+            for way, stop in (("as typed", lambda words: (words, False)), ("full stop", with_stop)):
+                translate.add_stop = stop
+                hyps = [t.texts[0] for t in translator.translate(sources, beam=args.beam)]
+                scores[way] = score_corpus(hyps, refs)["bleu"]
+            translate.add_stop = with_stop
+            print(
+                f"  {name}, {form}: BLEU searched as typed {scores['as typed']}, "
+                f"with a full stop {scores['full stop']}"
+            )
 
 
 # ------------------------------------------------------------------ serve
@@ -867,6 +904,16 @@ def main() -> None:
     p.add_argument("--ref", default=str(DATA / "multi30k" / "test_2016_flickr.en.gz"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p = sub.add_parser("typed")
+    p.add_argument("--model", default=str(ROOT / "models" / "de-en.pt"))
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=["tatoeba-de-en/valid", "multi30k/test_2016_flickr", "multi30k/val"],
+        help="corpus/split under SEQ2SEQ_DATA, with .de.gz and .en.gz",
+    )
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
     p = sub.add_parser("serve")
     p.add_argument("--model", default=str(ROOT / "models" / "de-en.pt"))
     p.add_argument("--src", default=str(DATA / "multi30k" / "test_2016_flickr.de.gz"))
@@ -913,6 +960,7 @@ def main() -> None:
         "translate": bench_translate,
         "stream": bench_stream,
         "ensemble": bench_ensemble,
+        "typed": bench_typed,
         "phrases": bench_phrases,
         "serve": bench_serve,
         "study": bench_study,

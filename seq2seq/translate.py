@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,8 +29,8 @@ from seq2seq.onednn import can_pack
 from seq2seq.packed import pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
-from seq2seq.symbols import set_aside
 from seq2seq.tokenizer import UNK_ID, Tokenizer
+from seq2seq.unseen import add_stop, drop_stop, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,15 @@ class Translator:
         """Translate a list of texts; an empty text gives an empty translation.
 
         Symbols the source vocabulary lacks (emoji) are set aside and put back
-        around the translation (symbols.py).
+        around the translation, and a text without final punctuation is
+        searched with a full stop, which its translation then drops (unseen.py).
         """
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
         parts = [set_aside(text, self._has_piece) for text in texts]
-        ids = self.encode_sources([words for _, words, _ in parts])
+        stopped = [add_stop(words) for _, words, _ in parts]
+        ids = self.encode_sources([words for words, _ in stopped])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]
         for i in set(range(len(texts))) - set(todo):
@@ -215,8 +217,8 @@ class Translator:
                 scores = [hyps[texts_out.index(text)].score for text in first]
                 results[i] = Translation(first, scores, hyps[0].tokens)
         return [
-            replace(result, texts=[before + text + after for text in result.texts])
-            for result, (before, _, after) in zip(results, parts)
+            _as_typed(result, before, after, added)
+            for result, (before, _, after), (_, added) in zip(results, parts, stopped)
         ]
 
     def _has_piece(self, char: str) -> bool:
@@ -393,6 +395,16 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return ctypes.CDLL(None).malloc_trim  # the process's own C library
     except (AttributeError, OSError, TypeError):
         return None
+
+
+def _as_typed(result: Translation, before: str, after: str, stop_added: bool) -> Translation:
+    """A translation of a text made like the training text (unseen.py), made like the text:
+    its symbols put back, the full stop it was given dropped; texts that now read the
+    same are merged."""
+    texts = [before + (drop_stop(t) if stop_added else t) + after for t in result.texts]
+    distinct = list(dict.fromkeys(texts))
+    scores = [result.scores[texts.index(text)] for text in distinct]
+    return Translation(distinct, scores, result.tokens)
 
 
 def _join(line: str, parts: list[Translation]) -> Translation:

@@ -539,10 +539,16 @@ def test_plot_overlays_several_runs(tiny_model_file, tmp_path):
 
 
 def test_the_default_model_translates_what_people_type(capsys):
-    people_type = ["Können wir gehen?", "Ich habe Hunger. Wo ist der Bahnhof?", "Danke! 😀"]
+    people_type = [
+        "Können wir gehen?",
+        "Ich habe Hunger. Wo ist der Bahnhof?",
+        "Danke! 😀",
+        "Das ist gut",
+    ]
     assert main(["translate", *people_type]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "Can we go?",
         "I'm hungry. Where is the train station?",
         "Thank you. 😀",  # it was "Thank you. This is a good time for a while."
+        "That's good",  # it was "That's good at this."
     ]

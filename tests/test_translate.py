@@ -4,6 +4,7 @@ import torch
 from seq2seq import translate
 from seq2seq.data import collate
 from seq2seq.translate import MAX_SRC_CHARS, MAX_SRC_TOKENS, Translator
+from seq2seq.unseen import drop_stop
 
 LINES = ["der hund", "", "ein mann läuft im park auf dem gras", "die katze", "   ", "hund"]
 
@@ -137,8 +138,16 @@ def test_symbols_the_model_never_saw_go_around_its_translation(translator):
     assert [r.texts for r in results] == [
         [text + " 😀" for text in words[0]],
         ["😀 " + text + " 👍" for text in words[1]],
-        ["😀", "😀"],
+        ["😀"],
     ]
+
+
+def test_a_text_without_final_punctuation_is_searched_with_a_full_stop(translator):
+    with_stop = translator.translate(["der hund läuft."], beam=2, nbest=2)[0]
+    typed = translator.translate(["der hund läuft"], beam=2, nbest=2)[0]
+    expected = [drop_stop(text) for text in with_stop.texts]
+    assert typed.texts == list(dict.fromkeys(expected))
+    assert typed.scores[0] == with_stop.scores[0]
 
 
 def test_a_thousand_lines_give_a_thousand_lines(translator):
