@@ -410,38 +410,47 @@ def bench_ensemble(args: argparse.Namespace) -> None:
 
 
 def bench_typed(args: argparse.Namespace) -> None:
-    """Text as people type it: dev and test sets with the final punctuation taken off the
-    sources and the references, searched as typed and with the full stop that
-    `unseen.add_stop` gives; and the sets as they are, both ways."""
+    """Text as people type it: dev and test sets without their final punctuation, with the
+    first word in lower case, all in lower case, in capitals (and the sets as they are),
+    searched as typed and made like the training text first (`unseen.fit`: the full stop
+    added, the first word capitalised, capitals lowered). References lose their final
+    punctuation with the sources, and are in capitals with them."""
     import re
 
     from seq2seq import translate
     from seq2seq.evaluate import score_corpus
     from seq2seq.translate import Translator
+    from seq2seq.unseen import Typed
 
     torch.set_num_threads(args.threads)
     translator = Translator.from_file(args.model)
     print(f"model {args.model}, beam {args.beam}, {args.threads} threads, one run each")
     end = re.compile(r"\s*[.!?]+$")
-    with_stop = translate.add_stop
+    fit = translate.fit
+    forms = {
+        "as they are": (lambda s: s, lambda r: r),
+        "without final punctuation": (lambda s: end.sub("", s), lambda r: end.sub("", r)),
+        "the first word in lower case": (
+            lambda s: s[:1].lower() + s[1:] if s.split(" ", 1)[0][1:].islower() else s,
+            lambda r: r,
+        ),
+        "all in lower case": (str.lower, lambda r: r),
+        "in capitals": (str.upper, str.upper),
+    }
     for name in args.sets:
         src, ref = (read_gzip_lines(DATA / f"{name}.{lang}.gz") for lang in ("de", "en"))
-        for form, (sources, refs) in {
-            "as they are": (src, ref),
-            "without final punctuation": (
-                [end.sub("", s) for s in src],
-                [end.sub("", r) for r in ref],
-            ),
-        }.items():
+        src, ref = [s.strip() for s in src], [r.strip() for r in ref]
+        for form, (typed, expected) in forms.items():
+            sources, refs = [typed(s) for s in src], [expected(r) for r in ref]
             scores = {}
-            for way, stop in (("as typed", lambda words: (words, False)), ("full stop", with_stop)):
-                translate.add_stop = stop
+            for way, fitting in (("as typed", lambda text, known: (text, Typed())), ("fit", fit)):
+                translate.fit = fitting
                 hyps = [t.texts[0] for t in translator.translate(sources, beam=args.beam)]
                 scores[way] = score_corpus(hyps, refs)["bleu"]
-            translate.add_stop = with_stop
+            translate.fit = fit
             print(
                 f"  {name}, {form}: BLEU searched as typed {scores['as typed']}, "
-                f"with a full stop {scores['full stop']}"
+                f"made like the training text {scores['fit']}"
             )
 
 

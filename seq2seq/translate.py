@@ -30,7 +30,7 @@ from seq2seq.packed import pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
 from seq2seq.tokenizer import UNK_ID, Tokenizer
-from seq2seq.unseen import add_stop, drop_stop, set_aside
+from seq2seq.unseen import Typed, fit
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,16 @@ class Translator:
     ) -> list[Translation]:
         """Translate a list of texts; an empty text gives an empty translation.
 
-        Symbols the source vocabulary lacks (emoji) are set aside and put back
-        around the translation, and a text without final punctuation is
-        searched with a full stop, which its translation then drops (unseen.py).
+        A text unlike the training text is made like it for the search and its
+        translation made like the text again (unseen.py): symbols the source
+        vocabulary lacks (emoji) set aside and put back, a missing final stop
+        added and dropped, the first word capitalised, capitals lower-cased.
         """
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
-        parts = [set_aside(text, self._has_piece) for text in texts]
-        stopped = [add_stop(words) for _, words, _ in parts]
-        ids = self.encode_sources([words for words, _ in stopped])
+        fitted = [fit(text, self._has_piece) for text in texts]
+        ids = self.encode_sources([words for words, _ in fitted])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]
         for i in set(range(len(texts))) - set(todo):
@@ -216,10 +216,7 @@ class Translator:
                 first = list(dict.fromkeys(texts_out))[:nbest]  # distinct texts, best first
                 scores = [hyps[texts_out.index(text)].score for text in first]
                 results[i] = Translation(first, scores, hyps[0].tokens)
-        return [
-            _as_typed(result, before, after, added)
-            for result, (before, _, after), (_, added) in zip(results, parts, stopped)
-        ]
+        return [_as_typed(result, typed) for result, (_, typed) in zip(results, fitted)]
 
     def _has_piece(self, char: str) -> bool:
         """Whether the source vocabulary spells `char` with a piece (not as bytes)."""
@@ -397,11 +394,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def _as_typed(result: Translation, before: str, after: str, stop_added: bool) -> Translation:
-    """A translation of a text made like the training text (unseen.py), made like the text:
-    its symbols put back, the full stop it was given dropped; texts that now read the
-    same are merged."""
-    texts = [before + (drop_stop(t) if stop_added else t) + after for t in result.texts]
+def _as_typed(result: Translation, typed: Typed) -> Translation:
+    """The translation of a text made like the training text (unseen.py), made like the
+    text as typed; texts that now read the same are merged."""
+    texts = [typed.restore(text) for text in result.texts]
     distinct = list(dict.fromkeys(texts))
     scores = [result.scores[texts.index(text)] for text in distinct]
     return Translation(distinct, scores, result.tokens)

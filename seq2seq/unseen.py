@@ -13,13 +13,22 @@ The final stop: the training corpora end almost every sentence with
 punctuation (all but 284 of the default model's 195,438), and a sentence typed
 without it came out padded ("Das ist gut" -> "That's good at this."). A
 sentence that ends in a letter or digit gets a full stop for the search, and
-its translation loses the full stop again (README: what it is worth).
+its translation loses the full stop again.
+
+Case: every training sentence begins with a capital, and none is in capitals.
+A first word typed in lower case ("wie alt bist du?" -> "What old are you?")
+is capitalised; a text in capitals ("ICH HABE HUNGER" -> "ICAATANAS") is
+searched in lower case, capitalised, and its translation put in capitals.
+What each is worth, on the dev sets typed that way: README, results.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+
+CAPITALS_MIN = 4  # cased letters, all capitals, that make a text "in capitals" (not "USA")
 
 # marks that belong to the symbol before them: text/emoji variation selectors, the
 # zero-width joiner of emoji sequences, the keycap, skin tones
@@ -62,3 +71,47 @@ def add_stop(words: str) -> tuple[str, bool]:
 def drop_stop(text: str) -> str:
     """A translation without the full stop its source was given (an ellipsis stays)."""
     return text[:-1] if text.endswith(".") and not text.endswith("..") else text
+
+
+def sentence_case(words: str) -> tuple[str, bool]:
+    """`words` begun as a training sentence begins, with a capital (a first word all in lower
+    case is capitalised; "iPhone" is left alone), and in lower case first where all its
+    letters, at least CAPITALS_MIN, are capitals; whether they were."""
+    cased = [char for char in words if char.lower() != char.upper()]
+    capitals = len(cased) >= CAPITALS_MIN and all(char.isupper() for char in cased)
+    if capitals:
+        words = words.lower()
+    first = words.split(maxsplit=1)[0] if words.strip() else ""
+    start = next((i for i, char in enumerate(words) if char.isalpha()), None)
+    if start is not None and first.islower():
+        words = words[:start] + words[start].upper() + words[start + 1 :]
+    return words, capitals
+
+
+@dataclass(frozen=True)
+class Typed:
+    """How a text differed from the training text, undone on its translation."""
+
+    before: str = ""  # symbols set aside in front
+    after: str = ""  # and after
+    stop: bool = False  # a full stop was added
+    capitals: bool = False  # it was in capitals
+
+    def restore(self, translation: str) -> str:
+        """The translation as the text was typed."""
+        if self.stop:
+            translation = drop_stop(translation)
+        if self.capitals:
+            translation = translation.upper()
+        return self.before + translation + self.after
+
+
+def fit(text: str, known: Callable[[str], bool]) -> tuple[str, Typed]:
+    """The words to search for `text`, made like the training text, and how to undo it.
+
+    known: whether the source vocabulary has a piece for a character.
+    """
+    before, words, after = set_aside(text, known)
+    words, capitals = sentence_case(words)
+    words, stop = add_stop(words)
+    return words, Typed(before, after, stop, capitals)

@@ -1,6 +1,6 @@
 import pytest
 
-from seq2seq.unseen import add_stop, drop_stop, set_aside
+from seq2seq.unseen import Typed, add_stop, drop_stop, fit, sentence_case, set_aside
 
 
 def known(char: str) -> bool:
@@ -50,3 +50,29 @@ def test_the_translation_drops_the_full_stop_it_was_given_but_not_an_ellipsis():
     assert drop_stop("That's good.") == "That's good"
     assert drop_stop("How are you?") == "How are you?"
     assert drop_stop("Wait...") == "Wait..."
+
+
+@pytest.mark.parametrize(
+    ("words", "searched"),
+    [
+        ("wie alt bist du?", ("Wie alt bist du?", False)),
+        ("Wie alt bist du?", ("Wie alt bist du?", False)),
+        ("„ja“, sagte er", ("„Ja“, sagte er", False)),  # the first letter, not the first char
+        ("iPhone ist teuer", ("iPhone ist teuer", False)),  # a name's own case stays
+        ("ICH HABE HUNGER!", ("Ich habe hunger!", True)),
+        ("Ich war in den USA", ("Ich war in den USA", False)),
+        ("USA", ("USA", False)),  # too short to be shouting
+        ("12:30", ("12:30", False)),
+    ],
+)
+def test_a_sentence_begins_with_a_capital_and_capitals_are_lowered(words, searched):
+    assert sentence_case(words) == searched
+
+
+def test_fit_makes_typed_text_like_the_training_text_and_restore_undoes_it():
+    words, typed = fit("😀 WIE GEHT ES DIR 👍", known)
+    assert words == "Wie geht es dir."
+    assert typed.restore("How are you.") == "😀 HOW ARE YOU 👍"
+    words, typed = fit("Wie geht es dir?", known)
+    assert (words, typed) == ("Wie geht es dir?", Typed())
+    assert typed.restore("How are you?") == "How are you?"
