@@ -413,8 +413,9 @@ def bench_typed(args: argparse.Namespace) -> None:
     """Text as people type it: dev and test sets without their final punctuation, with the
     first word in lower case, all in lower case, in capitals (and the sets as they are),
     searched as typed and made like the training text first (`unseen.fit`: the full stop
-    added, the first word capitalised, capitals lowered). References lose their final
-    punctuation with the sources, and are in capitals with them."""
+    added, the first word capitalised, capitals lowered, lost capitals given back).
+    References lose their final punctuation with the sources, and are in capitals with
+    them."""
     import re
 
     from seq2seq import translate
@@ -443,7 +444,7 @@ def bench_typed(args: argparse.Namespace) -> None:
         for form, (typed, expected) in forms.items():
             sources, refs = [typed(s) for s in src], [expected(r) for r in ref]
             scores = {}
-            for way, fitting in (("as typed", lambda text, known: (text, Typed())), ("fit", fit)):
+            for way, fitting in (("as typed", lambda text, *_: (text, Typed())), ("fit", fit)):
                 translate.fit = fitting
                 hyps = [t.texts[0] for t in translator.translate(sources, beam=args.beam)]
                 scores[way] = score_corpus(hyps, refs)["bleu"]

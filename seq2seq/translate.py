@@ -190,7 +190,7 @@ class Translator:
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
-        fitted = [fit(text, self._has_piece) for text in texts]
+        fitted = [fit(text, self._has_piece, self._pieces) for text in texts]
         ids = self.encode_sources([words for words, _ in fitted])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]
@@ -221,6 +221,10 @@ class Translator:
     def _has_piece(self, char: str) -> bool:
         """Whether the source vocabulary spells `char` with a piece (not as bytes)."""
         return self.src.piece_ids([char, "▁" + char]) != [UNK_ID, UNK_ID]
+
+    def _pieces(self, words: list[str]) -> list[int]:
+        """How many source pieces each word takes."""
+        return [len(ids) for ids in self.src.encode(words)]
 
     def _batches(
         self,

@@ -18,16 +18,22 @@ its translation loses the full stop again.
 Case: every training sentence begins with a capital, and none is in capitals.
 A first word typed in lower case ("wie alt bist du?" -> "What old are you?")
 is capitalised; a text in capitals ("ICH HABE HUNGER" -> "ICAATANAS") is
-searched in lower case, capitalised, and its translation put in capitals.
+searched in lower case and its translation put in capitals. Where no word
+after the first has a capital (typed all in lower case, or lowered from
+capitals), German nouns have lost theirs: a word is given a capital where the
+source vocabulary spells it so in fewer pieces ("bahnhof" takes three pieces,
+"Bahnhof" one), the casing the tokenizer was trained on more often.
 What each is worth, on the dev sets typed that way: README, results.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+WORD = re.compile(r"\w+")
 CAPITALS_MIN = 4  # cased letters, all capitals, that make a text "in capitals" (not "USA")
 
 # marks that belong to the symbol before them: text/emoji variation selectors, the
@@ -73,19 +79,29 @@ def drop_stop(text: str) -> str:
     return text[:-1] if text.endswith(".") and not text.endswith("..") else text
 
 
-def sentence_case(words: str) -> tuple[str, bool]:
-    """`words` begun as a training sentence begins, with a capital (a first word all in lower
-    case is capitalised; "iPhone" is left alone), and in lower case first where all its
-    letters, at least CAPITALS_MIN, are capitals; whether they were."""
+def in_capitals(words: str) -> bool:
+    """Whether all letters of `words`, at least CAPITALS_MIN of them, are capitals."""
     cased = [char for char in words if char.lower() != char.upper()]
-    capitals = len(cased) >= CAPITALS_MIN and all(char.isupper() for char in cased)
-    if capitals:
-        words = words.lower()
+    return len(cased) >= CAPITALS_MIN and all(char.isupper() for char in cased)
+
+
+def recase(words: str, pieces: Callable[[list[str]], list[int]]) -> str:
+    """`words` with a capital on each word in lower case that the vocabulary spells in
+    fewer pieces with one. pieces: how many pieces each of a list of words takes."""
+    lower = sorted({word for word in WORD.findall(words) if word.islower()})
+    counts = pieces(lower + [word.capitalize() for word in lower])
+    capital = {w for w, a, b in zip(lower, counts, counts[len(lower) :]) if b < a}
+    return WORD.sub(lambda m: m[0].capitalize() if m[0] in capital else m[0], words)
+
+
+def sentence_case(words: str) -> str:
+    """`words` with a capital on the first word where it is all in lower case ("iPhone" is
+    left alone), as every training sentence begins."""
     first = words.split(maxsplit=1)[0] if words.strip() else ""
     start = next((i for i, char in enumerate(words) if char.isalpha()), None)
     if start is not None and first.islower():
         words = words[:start] + words[start].upper() + words[start + 1 :]
-    return words, capitals
+    return words
 
 
 @dataclass(frozen=True)
@@ -106,12 +122,19 @@ class Typed:
         return self.before + translation + self.after
 
 
-def fit(text: str, known: Callable[[str], bool]) -> tuple[str, Typed]:
+def fit(
+    text: str, known: Callable[[str], bool], pieces: Callable[[list[str]], list[int]]
+) -> tuple[str, Typed]:
     """The words to search for `text`, made like the training text, and how to undo it.
 
-    known: whether the source vocabulary has a piece for a character.
+    known: whether the source vocabulary has a piece for a character; pieces: how many
+    pieces each of a list of words takes.
     """
     before, words, after = set_aside(text, known)
-    words, capitals = sentence_case(words)
-    words, stop = add_stop(words)
+    capitals = in_capitals(words)
+    if capitals:
+        words = words.lower()
+    if not any(char.isupper() for char in words.partition(" ")[2]):  # the nouns' capitals lost
+        words = recase(words, pieces)
+    words, stop = add_stop(sentence_case(words))
     return words, Typed(before, after, stop, capitals)

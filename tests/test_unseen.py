@@ -1,6 +1,15 @@
 import pytest
 
-from seq2seq.unseen import Typed, add_stop, drop_stop, fit, sentence_case, set_aside
+from seq2seq.unseen import (
+    Typed,
+    add_stop,
+    drop_stop,
+    fit,
+    in_capitals,
+    recase,
+    sentence_case,
+    set_aside,
+)
 
 
 def known(char: str) -> bool:
@@ -53,26 +62,47 @@ def test_the_translation_drops_the_full_stop_it_was_given_but_not_an_ellipsis():
 
 
 @pytest.mark.parametrize(
-    ("words", "searched"),
+    ("words", "begun"),
     [
-        ("wie alt bist du?", ("Wie alt bist du?", False)),
-        ("Wie alt bist du?", ("Wie alt bist du?", False)),
-        ("„ja“, sagte er", ("„Ja“, sagte er", False)),  # the first letter, not the first char
-        ("iPhone ist teuer", ("iPhone ist teuer", False)),  # a name's own case stays
-        ("ICH HABE HUNGER!", ("Ich habe hunger!", True)),
-        ("Ich war in den USA", ("Ich war in den USA", False)),
-        ("USA", ("USA", False)),  # too short to be shouting
-        ("12:30", ("12:30", False)),
+        ("wie alt bist du?", "Wie alt bist du?"),
+        ("Wie alt bist du?", "Wie alt bist du?"),
+        ("„ja“, sagte er", "„Ja“, sagte er"),  # the first letter, not the first character
+        ("iPhone ist teuer", "iPhone ist teuer"),  # a name's own case stays
+        ("12:30", "12:30"),
     ],
 )
-def test_a_sentence_begins_with_a_capital_and_capitals_are_lowered(words, searched):
-    assert sentence_case(words) == searched
+def test_a_sentence_begins_with_a_capital(words, begun):
+    assert sentence_case(words) == begun
+
+
+def test_capitals_are_all_letters_in_capitals_and_at_least_four():
+    assert in_capitals("ICH HABE HUNGER!") and in_capitals("NEIN!")
+    assert not in_capitals("USA") and not in_capitals("Ich war in den USA")
+
+
+def pieces(words: list[str]) -> list[int]:
+    """A vocabulary that spells these nouns in one piece with their capital, in three without."""
+    nouns = {"Bahnhof", "Hunger", "Essen"}
+    return [
+        1 if w in nouns or w == "essen" else 3 if w.lower().capitalize() in nouns else 1
+        for w in words
+    ]
+
+
+def test_a_word_is_given_the_capital_the_vocabulary_spells_in_fewer_pieces():
+    assert recase("wo ist der bahnhof? ich habe hunger", pieces) == (
+        "wo ist der Bahnhof? ich habe Hunger"
+    )
+    assert recase("wir essen", pieces) == "wir essen"  # as few pieces either way: as typed
 
 
 def test_fit_makes_typed_text_like_the_training_text_and_restore_undoes_it():
-    words, typed = fit("😀 WIE GEHT ES DIR 👍", known)
-    assert words == "Wie geht es dir."
-    assert typed.restore("How are you.") == "😀 HOW ARE YOU 👍"
-    words, typed = fit("Wie geht es dir?", known)
+    words, typed = fit("😀 WO IST DER BAHNHOF 👍", known, pieces)
+    assert words == "Wo ist der Bahnhof."
+    assert typed.restore("Where is the station.") == "😀 WHERE IS THE STATION 👍"
+    assert fit("ich habe hunger", known, pieces)[0] == "Ich habe Hunger."
+    assert fit("Ich habe hunger", known, pieces)[0] == "Ich habe Hunger."  # a first capital only
+    assert fit("Ich habe hunger, Tom", known, pieces)[0] == "Ich habe hunger, Tom."  # cased: kept
+    words, typed = fit("Wie geht es dir?", known, pieces)
     assert (words, typed) == ("Wie geht es dir?", Typed())
     assert typed.restore("How are you?") == "How are you?"
