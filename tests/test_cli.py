@@ -544,6 +544,8 @@ def test_the_default_model_translates_what_people_type(capsys):
         "Ich habe Hunger. Wo ist der Bahnhof?",
         "Danke! 😀",
         "Das ist gut",
+        "wo ist der bahnhof?",
+        "ICH HABE HUNGER",
     ]
     assert main(["translate", *people_type]) == 0
     assert capsys.readouterr().out.splitlines() == [
@@ -551,4 +553,6 @@ def test_the_default_model_translates_what_people_type(capsys):
         "I'm hungry. Where is the train station?",
         "Thank you. 😀",  # it was "Thank you. This is a good time for a while."
         "That's good",  # it was "That's good at this."
+        "Where is the train station?",  # it was "What's the bar?"
+        "I'M HUNGRY",  # it was "ICAATANAS"
     ]
