@@ -409,11 +409,18 @@ def bench_ensemble(args: argparse.Namespace) -> None:
             print(f"  {name} beam {beam}: BLEU {score_corpus(hyps, ref)['bleu']}, {seconds:.1f} s")
 
 
+SPELLED_OUT = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
+)
+
+
 def bench_typed(args: argparse.Namespace) -> None:
     """Text as people type it: dev and test sets without their final punctuation, with the
-    first word in lower case, all in lower case, in capitals (and the sets as they are),
+    first word in lower case, all in lower case, with ä, ö, ü, ß spelled out, in capitals
+    (and the sets as they are),
     searched as typed and made like the training text first (`unseen.fit`: the full stop
-    added, the first word capitalised, capitals lowered, lost capitals given back).
+    added, the first word capitalised, capitals lowered, lost capitals and letters given
+    back).
     References lose their final punctuation with the sources, and are in capitals with
     them."""
     import re
@@ -436,6 +443,10 @@ def bench_typed(args: argparse.Namespace) -> None:
             lambda r: r,
         ),
         "all in lower case": (str.lower, lambda r: r),
+        "with ä, ö, ü, ß spelled out (ae, oe, ue, ss)": (
+            lambda s: s.translate(SPELLED_OUT),
+            lambda r: r,
+        ),
         "in capitals": (str.upper, str.upper),
     }
     for name in args.sets:

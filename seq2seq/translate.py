@@ -30,7 +30,7 @@ from seq2seq.packed import pack_linear_layers
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.shortlist import Shortlist, ShortlistError
 from seq2seq.tokenizer import UNK_ID, Tokenizer
-from seq2seq.unseen import Typed, fit
+from seq2seq.unseen import Source, Typed, fit
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ class Translator:
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
-        fitted = [fit(text, self._has_piece, self._pieces) for text in texts]
+        source = Source(self.config.data.src, self._has_piece, self._pieces)
+        fitted = [fit(text, source) for text in texts]
         ids = self.encode_sources([words for words, _ in fitted])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]

@@ -23,17 +23,35 @@ after the first has a capital (typed all in lower case, or lowered from
 capitals), German nouns have lost theirs: a word is given a capital where the
 source vocabulary spells it so in fewer pieces ("bahnhof" takes three pieces,
 "Bahnhof" one), the casing the tokenizer was trained on more often.
+
+Spelled-out letters: German typed without its letters ("moechte", "Strasse")
+is spelled with them where that takes fewer pieces ("möchte"), unless the text
+has one of them already; "Feuer" stays, as "Feür" takes more.
 What each is worth, on the dev sets typed that way: README, results.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
 WORD = re.compile(r"\w+")
+# letters typed spelled out where the keyboard lacks them, by source language
+SPELLED_OUT = {
+    "de": (
+        ("ae", "ä"),
+        ("oe", "ö"),
+        ("ue", "ü"),
+        ("Ae", "Ä"),
+        ("Oe", "Ö"),
+        ("Ue", "Ü"),
+        ("ss", "ß"),
+    )
+}
+RESPELL_MAX = 4  # spelled-out letters in one word that are tried (2^4 spellings)
 CAPITALS_MIN = 4  # cased letters, all capitals, that make a text "in capitals" (not "USA")
 
 # marks that belong to the symbol before them: text/emoji variation selectors, the
@@ -85,13 +103,38 @@ def in_capitals(words: str) -> bool:
     return len(cased) >= CAPITALS_MIN and all(char.isupper() for char in cased)
 
 
-def recase(words: str, pieces: Callable[[list[str]], list[int]]) -> str:
-    """`words` with a capital on each word in lower case that the vocabulary spells in
-    fewer pieces with one. pieces: how many pieces each of a list of words takes."""
-    lower = sorted({word for word in WORD.findall(words) if word.islower()})
-    counts = pieces(lower + [word.capitalize() for word in lower])
-    capital = {w for w, a, b in zip(lower, counts, counts[len(lower) :]) if b < a}
-    return WORD.sub(lambda m: m[0].capitalize() if m[0] in capital else m[0], words)
+def fewer_pieces(
+    words: str, variants: Callable[[str], list[str]], pieces: Callable[[list[str]], list[int]]
+) -> str:
+    """`words` with each word replaced by its variant (`variants(word)`) that the vocabulary
+    spells in the fewest pieces, where that is fewer than the word itself takes.
+
+    pieces: how many pieces each of a list of words takes.
+    """
+    options = {word: variants(word) for word in set(WORD.findall(words))}
+    options = {word: found for word, found in options.items() if found}
+    every = [*options, *(variant for found in options.values() for variant in found)]
+    count = dict(zip(every, pieces(every)))
+    best = {word: min(found, key=count.__getitem__) for word, found in options.items()}
+    best = {word: variant for word, variant in best.items() if count[variant] < count[word]}
+    return WORD.sub(lambda match: best.get(match[0], match[0]), words)
+
+
+def capitalised(word: str) -> list[str]:
+    """A word in lower case with a capital."""
+    return [word.capitalize()] if word.islower() else []
+
+
+def respelled(word: str, spellings: tuple[tuple[str, str], ...]) -> list[str]:
+    """Every way of writing `word` with some of its spelled-out letters (ae, oe, ue, ss in
+    German) in their own letter (ä, ö, ü, ß), at most RESPELL_MAX of them."""
+    pattern = "|".join(re.escape(spelled) for spelled, _ in spellings)
+    letter = dict(spellings)
+    parts = re.split(f"({pattern})", word)  # odd indices: the spelled-out letters
+    if len(parts) == 1 or len(parts) // 2 > RESPELL_MAX:
+        return []
+    choices = [[part, letter[part]] if i % 2 else [part] for i, part in enumerate(parts)]
+    return ["".join(chosen) for chosen in itertools.product(*choices)][1:]  # [0]: the word
 
 
 def sentence_case(words: str) -> str:
@@ -122,19 +165,25 @@ class Typed:
         return self.before + translation + self.after
 
 
-def fit(
-    text: str, known: Callable[[str], bool], pieces: Callable[[list[str]], list[int]]
-) -> tuple[str, Typed]:
-    """The words to search for `text`, made like the training text, and how to undo it.
+@dataclass(frozen=True)
+class Source:
+    """What `fit` asks of the source side: its language and its vocabulary."""
 
-    known: whether the source vocabulary has a piece for a character; pieces: how many
-    pieces each of a list of words takes.
-    """
-    before, words, after = set_aside(text, known)
+    lang: str
+    known: Callable[[str], bool]  # whether the vocabulary has a piece for a character
+    pieces: Callable[[list[str]], list[int]]  # how many pieces each of a list of words takes
+
+
+def fit(text: str, source: Source) -> tuple[str, Typed]:
+    """The words to search for `text`, made like the training text, and how to undo it."""
+    before, words, after = set_aside(text, source.known)
     capitals = in_capitals(words)
     if capitals:
         words = words.lower()
+    spellings = SPELLED_OUT.get(source.lang)
+    if spellings and not any(letter in words for _, letter in spellings):  # no such keys
+        words = fewer_pieces(words, lambda word: respelled(word, spellings), source.pieces)
     if not any(char.isupper() for char in words.partition(" ")[2]):  # the nouns' capitals lost
-        words = recase(words, pieces)
+        words = fewer_pieces(words, capitalised, source.pieces)
     words, stop = add_stop(sentence_case(words))
     return words, Typed(before, after, stop, capitals)

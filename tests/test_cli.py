@@ -546,6 +546,7 @@ def test_the_default_model_translates_what_people_type(capsys):
         "Das ist gut",
         "wo ist der bahnhof?",
         "ICH HABE HUNGER",
+        "Ich moechte ein Bier",
     ]
     assert main(["translate", *people_type]) == 0
     assert capsys.readouterr().out.splitlines() == [
@@ -555,4 +556,5 @@ def test_the_default_model_translates_what_people_type(capsys):
         "That's good",  # it was "That's good at this."
         "Where is the train station?",  # it was "What's the bar?"
         "I'M HUNGRY",  # it was "ICAATANAS"
+        "I want a beer",  # it was "I am drinking a beer."
     ]

@@ -1,12 +1,16 @@
 import pytest
 
 from seq2seq.unseen import (
+    SPELLED_OUT,
+    Source,
     Typed,
     add_stop,
+    capitalised,
     drop_stop,
+    fewer_pieces,
     fit,
     in_capitals,
-    recase,
+    respelled,
     sentence_case,
     set_aside,
 )
@@ -80,29 +84,43 @@ def test_capitals_are_all_letters_in_capitals_and_at_least_four():
     assert not in_capitals("USA") and not in_capitals("Ich war in den USA")
 
 
+SPELLED = {"Bahnhof": 1, "Hunger": 1, "essen": 1, "Essen": 1, "möchte": 1, "Straße": 1}
+
+
 def pieces(words: list[str]) -> list[int]:
-    """A vocabulary that spells these nouns in one piece with their capital, in three without."""
-    nouns = {"Bahnhof", "Hunger", "Essen"}
-    return [
-        1 if w in nouns or w == "essen" else 3 if w.lower().capitalize() in nouns else 1
-        for w in words
-    ]
+    """A vocabulary that spells a few words in one piece, and everything else in three."""
+    return [SPELLED.get(word, 3) for word in words]
 
 
 def test_a_word_is_given_the_capital_the_vocabulary_spells_in_fewer_pieces():
-    assert recase("wo ist der bahnhof? ich habe hunger", pieces) == (
-        "wo ist der Bahnhof? ich habe Hunger"
+    recased = fewer_pieces("wo ist der bahnhof? ich habe hunger", capitalised, pieces)
+    assert recased == "wo ist der Bahnhof? ich habe Hunger"
+    assert fewer_pieces("wir essen", capitalised, pieces) == "wir essen"  # a tie: as typed
+
+
+def test_spelled_out_letters_are_tried_in_every_combination():
+    spellings = SPELLED_OUT["de"]
+    assert respelled("Strasse", spellings) == ["Straße"]
+    assert sorted(respelled("Gruesse", spellings)) == ["Grueße", "Grüsse", "Grüße"]
+    assert respelled("Haus", spellings) == []
+    assert fewer_pieces("ich moechte die Strasse", lambda w: respelled(w, spellings), pieces) == (
+        "ich möchte die Straße"
     )
-    assert recase("wir essen", pieces) == "wir essen"  # as few pieces either way: as typed
+
+
+SOURCE = Source("de", known, pieces)
 
 
 def test_fit_makes_typed_text_like_the_training_text_and_restore_undoes_it():
-    words, typed = fit("😀 WO IST DER BAHNHOF 👍", known, pieces)
+    words, typed = fit("😀 WO IST DER BAHNHOF 👍", SOURCE)
     assert words == "Wo ist der Bahnhof."
     assert typed.restore("Where is the station.") == "😀 WHERE IS THE STATION 👍"
-    assert fit("ich habe hunger", known, pieces)[0] == "Ich habe Hunger."
-    assert fit("Ich habe hunger", known, pieces)[0] == "Ich habe Hunger."  # a first capital only
-    assert fit("Ich habe hunger, Tom", known, pieces)[0] == "Ich habe hunger, Tom."  # cased: kept
-    words, typed = fit("Wie geht es dir?", known, pieces)
+    assert fit("ich habe hunger", SOURCE)[0] == "Ich habe Hunger."
+    assert fit("Ich habe hunger", SOURCE)[0] == "Ich habe Hunger."  # a first capital only
+    assert fit("Ich habe hunger, Tom", SOURCE)[0] == "Ich habe hunger, Tom."  # cased: as typed
+    assert fit("ich moechte", SOURCE)[0] == "Ich möchte."
+    assert fit("Schön, ich moechte", SOURCE)[0] == "Schön, ich moechte."  # has an umlaut key
+    assert fit("ich moechte", Source("en", known, pieces))[0] == "Ich moechte."  # German only
+    words, typed = fit("Wie geht es dir?", SOURCE)
     assert (words, typed) == ("Wie geht es dir?", Typed())
     assert typed.restore("How are you?") == "How are you?"
