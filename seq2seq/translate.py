@@ -45,6 +45,7 @@ STEP_COST = 6.0
 # sentences of a thread's share at least: smaller shares search slower side by side than
 # together (bf16 beam 5, 2 cores: 3 sentences 0.63x the speed, 12 even, 48 1.5x; measured)
 MIN_SHARE = 8
+PIECE_COUNTS_KEPT = 200_000  # words whose piece counts are remembered (~30 MB)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Translator:
         self.src, self.tgt, self.config, self.device = src, tgt, config, device
         self.dtype = dtype  # "bf16": search and scoring under bf16 autocast
         self.shortlist = shortlist  # search only; scoring always uses the whole vocabulary
+        self._piece_counts: dict[str, int] = {}  # source pieces a word takes (unseen.fit asks)
 
     def precision(self) -> contextlib.AbstractContextManager:
         """The autocast context of `dtype` (a no-op for fp32)."""
@@ -224,8 +226,13 @@ class Translator:
         return self.src.piece_ids([char, "▁" + char]) != [UNK_ID, UNK_ID]
 
     def _pieces(self, words: list[str]) -> list[int]:
-        """How many source pieces each word takes."""
-        return [len(ids) for ids in self.src.encode(words)]
+        """How many source pieces each word takes (remembered: a text's words recur)."""
+        new = [word for word in dict.fromkeys(words) if word not in self._piece_counts]
+        if new:
+            if len(self._piece_counts) > PIECE_COUNTS_KEPT:
+                self._piece_counts.clear()
+            self._piece_counts.update(zip(new, map(len, self.src.encode(new))))
+        return [self._piece_counts[word] for word in words]
 
     def _batches(
         self,

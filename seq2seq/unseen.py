@@ -54,6 +54,9 @@ SPELLED_OUT = {
 RESPELL_MAX = 4  # spelled-out letters in one word that are tried (2^4 spellings)
 CAPITALS_MIN = 4  # cased letters, all capitals, that make a text "in capitals" (not "USA")
 
+# what may be a symbol: anything but letters, digits, spaces and common punctuation (most
+# text has none, and then no character needs a look-up)
+MAYBE_SYMBOL = re.compile(r"[^\w\s.,;:!?'\"()\[\]\-–—„“”‚‘’«»…/%&*]")
 # marks that belong to the symbol before them: text/emoji variation selectors, the
 # zero-width joiner of emoji sequences, the keycap, skin tones
 ATTACHED = frozenset("\ufe0e\ufe0f\u200d\u20e3") | frozenset(map(chr, range(0x1F3FB, 0x1F400)))
@@ -65,6 +68,8 @@ def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
 
     known: whether the source vocabulary has a piece for a character.
     """
+    if not MAYBE_SYMBOL.search(text):
+        return "", text, ""
     aside = [False] * len(text)
     for i, char in enumerate(text):
         if char in ATTACHED:
@@ -99,8 +104,9 @@ def drop_stop(text: str) -> str:
 
 def in_capitals(words: str) -> bool:
     """Whether all letters of `words`, at least CAPITALS_MIN of them, are capitals."""
-    cased = [char for char in words if char.lower() != char.upper()]
-    return len(cased) >= CAPITALS_MIN and all(char.isupper() for char in cased)
+    if not words.isupper():  # some cased letter is not a capital, or there is none
+        return False
+    return sum(char.lower() != char for char in words) >= CAPITALS_MIN
 
 
 def fewer_pieces(
@@ -128,9 +134,8 @@ def capitalised(word: str) -> list[str]:
 def respelled(word: str, spellings: tuple[tuple[str, str], ...]) -> list[str]:
     """Every way of writing `word` with some of its spelled-out letters (ae, oe, ue, ss in
     German) in their own letter (ä, ö, ü, ß), at most RESPELL_MAX of them."""
-    pattern = "|".join(re.escape(spelled) for spelled, _ in spellings)
     letter = dict(spellings)
-    parts = re.split(f"({pattern})", word)  # odd indices: the spelled-out letters
+    parts = re.split(f"({'|'.join(letter)})", word)  # odd indices: the spelled-out letters
     if len(parts) == 1 or len(parts) // 2 > RESPELL_MAX:
         return []
     choices = [[part, letter[part]] if i % 2 else [part] for i, part in enumerate(parts)]
