@@ -8,6 +8,8 @@ out of the sentence before search, together with the marks that belong to it
 (emoji variation selectors, joiners, skin tones, keycaps), and put back around
 the translation: those before the words in front, all others after it. A
 symbol the vocabulary has (°, €) stays in the sentence; so does any letter.
+So are web and e-mail addresses and emoticons, which no training sentence has
+("meine Email ist tom@example.com" -> "My email is dead-fxx").
 
 The final stop: the training corpora end almost every sentence with
 punctuation (all but 284 of the default model's 195,438), and a sentence typed
@@ -57,18 +59,28 @@ CAPITALS_MIN = 4  # cased letters, all capitals, that make a text "in capitals" 
 # what may be a symbol: anything but letters, digits, spaces and common punctuation (most
 # text has none, and then no character needs a look-up)
 MAYBE_SYMBOL = re.compile(r"[^\w\s.,;:!?'\"()\[\]\-–—„“”‚‘’«»…/%&*]")
+# set aside like unknown symbols, as no training sentence has them: web and e-mail addresses
+# (without the punctuation after them) and emoticons such as :) ;-) :D <3
+PASSED = re.compile(
+    r"(?:https?://|www\.)\S*[^\s.,;:!?'\")\]]"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?<!\S)(?:[:;=][-']?[)(\]\[DPpO/\\|*]+|<3+|\^\^|[xX]D)(?!\S)"
+)
+LEFT_STOP = re.compile(r" ([.,;:!?)\]\"'”»]+)$")  # what ended the text after a set-aside address
 # marks that belong to the symbol before them: text/emoji variation selectors, the
 # zero-width joiner of emoji sequences, the keycap, skin tones
 ATTACHED = frozenset("\ufe0e\ufe0f\u200d\u20e3") | frozenset(map(chr, range(0x1F3FB, 0x1F400)))
 
 
 def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
-    """(before, words, after): `text` without its unknown symbols, and those symbols with
-    the spaces that separated them, to go before and after its translation.
+    """(before, words, after): `text` without its unknown symbols, web addresses, e-mail
+    addresses and emoticons, and those with the spaces that separated them, to go before
+    and after its translation.
 
     known: whether the source vocabulary has a piece for a character.
     """
-    if not MAYBE_SYMBOL.search(text):
+    passed = [match.span() for match in PASSED.finditer(text)]
+    if not passed and not MAYBE_SYMBOL.search(text):
         return "", text, ""
     aside = [False] * len(text)
     for i, char in enumerate(text):
@@ -76,6 +88,8 @@ def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
             aside[i] = i > 0 and aside[i - 1]
         elif unicodedata.category(char).startswith("S"):
             aside[i] = not known(char)
+    for start, end in passed:
+        aside[start:end] = [True] * (end - start)
     if not any(aside):
         return "", text, ""
     start, end = 0, len(text)
@@ -83,9 +97,12 @@ def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
         start += 1
     while end > start and (aside[end - 1] or text[end - 1].isspace()):
         end -= 1
-    words = "".join(" " if aside[i] else text[i] for i in range(start, end))
+    words = " ".join("".join(" " if aside[i] else text[i] for i in range(start, end)).split())
     moved = "".join(text[i] if aside[i] else " " for i in range(start, end)).split()
-    return text[:start], " ".join(words.split()), "".join(" " + m for m in moved) + text[end:]
+    stop = LEFT_STOP.search(words)  # "ist tom@x.de.": the full stop goes after the address
+    tail = stop[1] if stop else ""
+    words = words[: stop.start()] if stop else words
+    return text[:start], words, "".join(" " + m for m in moved) + tail + text[end:]
 
 
 def add_stop(words: str) -> tuple[str, bool]:

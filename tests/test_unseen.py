@@ -34,6 +34,12 @@ def known(char: str) -> bool:
         ("20 °C, 5 €", ("", "20 °C, 5 €", "")),  # symbols the vocabulary has stay
         ("1️⃣ Punkt", ("", "1️⃣ Punkt", "")),  # a digit's keycap is the digit's
         ("Straße 1½", ("", "Straße 1½", "")),  # letters and numbers always stay
+        ("Das ist super :)", ("", "Das ist super", " :)")),  # emoticons, as no sentence has
+        ("Bis später ;-) Tom", ("", "Bis später Tom", " ;-)")),
+        ("Mail an tom@example.com.", ("", "Mail an", " tom@example.com.")),  # stop after it
+        ("Siehe https://x.org/a_b?c=1).", ("", "Siehe", " https://x.org/a_b?c=1).")),
+        ("www.example.de ist gut", ("www.example.de ", "ist gut", "")),
+        ("Das Verhältnis ist 3:2.", ("", "Das Verhältnis ist 3:2.", "")),  # no emoticon
     ],
 )
 def test_unknown_symbols_are_set_aside_with_their_spacing(text, parts):
