@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 WORD = re.compile(r"\w+")
+DIGITS = re.compile(r"\d+")
 # letters typed spelled out where the keyboard lacks them, by source language
 SPELLED_OUT = {
     "de": (
@@ -169,6 +170,18 @@ def sentence_case(words: str) -> str:
     return words
 
 
+def copy_numbers(translation: str, numbers: tuple[str, ...]) -> str:
+    """`translation` with its runs of digits those of its source, in order, where it has as
+    many runs but other ones ("um 18:30 Uhr" -> "at 2:30"): a model reads a number as pieces
+    it saw rarely and writes others. Runs in another order (reordered) or in another count
+    (a number written out, "17 Jahre" -> "seventeen") are left as they are."""
+    found = DIGITS.findall(translation)
+    if len(found) != len(numbers) or sorted(found) == sorted(numbers):
+        return translation
+    source = iter(numbers)
+    return DIGITS.sub(lambda _: next(source), translation)
+
+
 @dataclass(frozen=True)
 class Typed:
     """How a text differed from the training text, undone on its translation."""
@@ -177,9 +190,11 @@ class Typed:
     after: str = ""  # and after
     stop: bool = False  # a full stop was added
     capitals: bool = False  # it was in capitals
+    numbers: tuple[str, ...] = ()  # its runs of digits
 
     def restore(self, translation: str) -> str:
         """The translation as the text was typed."""
+        translation = copy_numbers(translation, self.numbers)
         if self.stop:
             translation = drop_stop(translation)
         if self.capitals:
@@ -208,4 +223,4 @@ def fit(text: str, source: Source) -> tuple[str, Typed]:
     if not any(char.isupper() for char in words.partition(" ")[2]):  # the nouns' capitals lost
         words = fewer_pieces(words, capitalised, source.pieces)
     words, stop = add_stop(sentence_case(words))
-    return words, Typed(before, after, stop, capitals)
+    return words, Typed(before, after, stop, capitals, tuple(DIGITS.findall(words)))

@@ -6,6 +6,7 @@ from seq2seq.unseen import (
     Typed,
     add_stop,
     capitalised,
+    copy_numbers,
     drop_stop,
     fewer_pieces,
     fit,
@@ -130,3 +131,25 @@ def test_fit_makes_typed_text_like_the_training_text_and_restore_undoes_it():
     words, typed = fit("Wie geht es dir?", SOURCE)
     assert (words, typed) == ("Wie geht es dir?", Typed())
     assert typed.restore("How are you?") == "How are you?"
+
+
+@pytest.mark.parametrize(
+    ("translation", "numbers", "copied"),
+    [
+        ("We'll meet at 2:30.", ("18", "30"), "We'll meet at 18:30."),
+        ("That was in 1999.", ("1989",), "That was in 1989."),
+        ("between 10 and 5", ("5", "10"), "between 10 and 5"),  # reordered: as it is
+        ("She is seventeen.", ("17",), "She is seventeen."),  # written out: as it is
+        ("Call 11 now", ("0176", "1234567"), "Call 11 now"),  # another count: as it is
+    ],
+)
+def test_numbers_are_copied_from_the_source_where_the_model_wrote_others(
+    translation, numbers, copied
+):
+    assert copy_numbers(translation, numbers) == copied
+
+
+def test_fit_notes_the_numbers_and_restore_copies_them():
+    words, typed = fit("um 18:30 uhr", SOURCE)
+    assert typed.numbers == ("18", "30")
+    assert typed.restore("at 2:30.") == "at 18:30"
