@@ -192,7 +192,7 @@ class Translator:
         search = self.config.search
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
-        source = Source(self.config.data.src, self._has_piece, self._pieces)
+        source = Source(self.config.data.src, self._has_piece, self._pieces, self._cased)
         fitted = [fit(text, source) for text in texts]
         ids = self.encode_sources([words for words, _ in fitted])
         results: list[Translation | None] = [None] * len(texts)
@@ -220,6 +220,12 @@ class Translator:
                 scores = [hyps[texts_out.index(text)].score for text in first]
                 results[i] = Translation(first, scores, hyps[0].tokens)
         return [_as_typed(result, typed) for result, (_, typed) in zip(results, fitted)]
+
+    @functools.cached_property
+    def _cased(self) -> bool:
+        """Whether the source vocabulary has capitals (its training text was not lowered)."""
+        pieces = self.src.pieces(list(range(self.src.vocab_size)))
+        return any(p != p.lower() and not (p[0] == "<" and p[-1] == ">") for p in pieces)  # <0xC3>
 
     def _has_piece(self, char: str) -> bool:
         """Whether the source vocabulary spells `char` with a piece (not as bytes)."""

@@ -29,6 +29,8 @@ source vocabulary spells it so in fewer pieces ("bahnhof" takes three pieces,
 Spelled-out letters: German typed without its letters ("moechte", "Strasse")
 is spelled with them where that takes fewer pieces ("möchte"), unless the text
 has one of them already; "Feuer" stays, as "Feür" takes more.
+A model trained on text in lower case (its vocabulary has no capitals) gets
+every text in lower case instead.
 What each is worth, on the dev sets typed that way: README, results.
 """
 
@@ -209,18 +211,21 @@ class Source:
     lang: str
     known: Callable[[str], bool]  # whether the vocabulary has a piece for a character
     pieces: Callable[[list[str]], list[int]]  # how many pieces each of a list of words takes
+    cased: bool = True  # whether the vocabulary has capitals (False: lower-cased training text)
 
 
 def fit(text: str, source: Source) -> tuple[str, Typed]:
     """The words to search for `text`, made like the training text, and how to undo it."""
     before, words, after = set_aside(text, source.known)
     capitals = in_capitals(words)
-    if capitals:
+    if capitals or not source.cased:
         words = words.lower()
     spellings = SPELLED_OUT.get(source.lang)
     if spellings and not any(letter in words for _, letter in spellings):  # no such keys
         words = fewer_pieces(words, lambda word: respelled(word, spellings), source.pieces)
-    if not any(char.isupper() for char in words.partition(" ")[2]):  # the nouns' capitals lost
-        words = fewer_pieces(words, capitalised, source.pieces)
-    words, stop = add_stop(sentence_case(words))
+    if source.cased:
+        if not any(char.isupper() for char in words.partition(" ")[2]):  # nouns' capitals lost
+            words = fewer_pieces(words, capitalised, source.pieces)
+        words = sentence_case(words)
+    words, stop = add_stop(words)
     return words, Typed(before, after, stop, capitals, tuple(DIGITS.findall(words)))

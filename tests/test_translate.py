@@ -150,6 +150,12 @@ def test_a_text_without_final_punctuation_is_searched_with_a_full_stop(translato
     assert typed.scores[0] == with_stop.scores[0]
 
 
+def test_a_model_of_lower_case_text_translates_any_case_alike(translator):
+    assert not translator._cased  # the tiny corpus is in lower case
+    lower, typed = translator.translate(["der hund läuft", "Der Hund läuft"], beam=2)
+    assert typed.texts == lower.texts
+
+
 def test_a_thousand_lines_give_a_thousand_lines(translator):
     lines = ["der hund. die katze.", "", "  ein mann läuft im park  ", "x. y. z.", "\t"] * 200
     out = list(translator.translate_stream(iter(lines), beam=1))

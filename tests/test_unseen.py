@@ -153,3 +153,10 @@ def test_fit_notes_the_numbers_and_restore_copies_them():
     words, typed = fit("um 18:30 uhr", SOURCE)
     assert typed.numbers == ("18", "30")
     assert typed.restore("at 2:30.") == "at 18:30"
+
+
+def test_a_model_trained_on_lower_case_text_gets_every_text_in_lower_case():
+    lowered = Source("de", known, pieces, cased=False)
+    assert fit("Wo ist der Bahnhof", lowered)[0] == "wo ist der bahnhof."
+    words, typed = fit("ICH HABE HUNGER", lowered)
+    assert words == "ich habe hunger." and typed.capitals
