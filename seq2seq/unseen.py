@@ -1,37 +1,41 @@
 """Input unlike anything in the training text, made like it before search.
 
-Symbols: SentencePiece spells a character outside its vocabulary as UTF-8
-bytes, and a model that never met those bytes in training makes things up
-around them: the default model turned "Danke 😀" into "Thank you for all the
-time." So a symbol (Unicode category S*) without a piece of its own is taken
-out of the sentence before search, together with the marks that belong to it
-(emoji variation selectors, joiners, skin tones, keycaps), and put back around
-the translation: those before the words in front, all others after it. A
-symbol the vocabulary has (°, €) stays in the sentence; so does any letter.
-So are web and e-mail addresses and emoticons, which no training sentence has
-("meine Email ist tom@example.com" -> "My email is dead-fxx").
+A model meets text the way its training corpora were written; people type
+otherwise, and each difference below made the default model write nonsense.
+`fit` makes a text like the training text and `Typed.restore` makes its
+translation like the text again. What each is worth on the dev sets typed
+that way: README, results (`scripts/benchmark.py typed`).
 
-The final stop: the training corpora end almost every sentence with
-punctuation (all but 284 of the default model's 195,438), and a sentence typed
-without it came out padded ("Das ist gut" -> "That's good at this."). A
-sentence that ends in a letter or digit gets a full stop for the search, and
-its translation loses the full stop again.
+Set aside: SentencePiece spells a character outside its vocabulary as UTF-8
+bytes, which the model never met ("Danke 😀" -> "Thank you for all the time.").
+A symbol (Unicode category S*) without a piece of its own, with the marks that
+belong to it (variation selectors, joiners, skin tones, keycaps), web and
+e-mail addresses and emoticons (no training sentence has them;
+"tom@example.com" -> "dead-fxx") are taken out and put back around the
+translation: those before the words in front, all others after it. A symbol
+the vocabulary has (°, €) stays; so does any letter.
+
+The final stop: the corpora end almost every sentence with punctuation (all but
+284 of the default model's 195,438), and a sentence without it came out padded
+("Das ist gut" -> "That's good at this."). It is searched with a full stop,
+which its translation drops again.
 
 Case: every training sentence begins with a capital, and none is in capitals.
-A first word typed in lower case ("wie alt bist du?" -> "What old are you?")
-is capitalised; a text in capitals ("ICH HABE HUNGER" -> "ICAATANAS") is
-searched in lower case and its translation put in capitals. Where no word
-after the first has a capital (typed all in lower case, or lowered from
-capitals), German nouns have lost theirs: a word is given a capital where the
-source vocabulary spells it so in fewer pieces ("bahnhof" takes three pieces,
-"Bahnhof" one), the casing the tokenizer was trained on more often.
+A first word in lower case is capitalised ("wie alt bist du?" -> "What old are
+you?" before); a text in capitals is searched in lower case and its
+translation put in capitals ("ICH HABE HUNGER" -> "ICAATANAS" before). Where no
+word after the first has a capital (all in lower case, or lowered), a word gets
+the capital the source vocabulary spells in fewer pieces ("bahnhof" three,
+"Bahnhof" one): German nouns get theirs back. A model trained on text in lower
+case (no capitals in its vocabulary) gets every text in lower case instead.
 
-Spelled-out letters: German typed without its letters ("moechte", "Strasse")
-is spelled with them where that takes fewer pieces ("möchte"), unless the text
-has one of them already; "Feuer" stays, as "Feür" takes more.
-A model trained on text in lower case (its vocabulary has no capitals) gets
-every text in lower case instead.
-What each is worth, on the dev sets typed that way: README, results.
+Spelled-out letters: German typed without ä, ö, ü, ß ("moechte", "Strasse") is
+spelled with them where that takes fewer pieces, unless the text has one of
+them already; "Feuer" stays, as "Feür" takes more.
+
+Numbers: the model reads a number as rare pieces and may write another one
+("um 18:30 Uhr" -> "at 2:30"); a translation with as many runs of digits as
+its source but other ones gets the source's, in order.
 """
 
 from __future__ import annotations
@@ -188,8 +192,8 @@ def copy_numbers(translation: str, numbers: tuple[str, ...]) -> str:
 class Typed:
     """How a text differed from the training text, undone on its translation."""
 
-    before: str = ""  # symbols set aside in front
-    after: str = ""  # and after
+    before: str = ""  # what was set aside in front of the words
+    after: str = ""  # and after them
     stop: bool = False  # a full stop was added
     capitals: bool = False  # it was in capitals
     numbers: tuple[str, ...] = ()  # its runs of digits
