@@ -7,7 +7,7 @@ the last search had, or a token budget), and one worker thread runs
 the search off the event loop; each answer goes back to its own request.
 
 API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
-target, format, alternatives), `POST /detect`, `GET /languages`,
+target, format text or html (markup.py), alternatives), `POST /detect`, `GET /languages`,
 `GET /frontend/settings`, `GET /health`, `GET /` (the page), `GET /docs`
 (OpenAPI). Errors are `{"error": "..."}` with 400, 413 or 503 (with
 Retry-After), never a 200. Any origin may call the API (CORS).
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seq2seq.errors import MissingDependencyError, Seq2SeqError
+from seq2seq.markup import Page
 from seq2seq.translate import Translation, Translator, release_free_memory
 
 try:
@@ -255,8 +256,16 @@ def create_app(translator: Translator, name: str, options: ServeOptions | None =
         _check_languages(body, src, tgt)
         alternatives = _count(body.get("alternatives", 0), "alternatives")
         request.scope["sentences"] = len(texts)
-        results = await batcher.translate(texts, nbest=alternatives + 1)
-        answer = [r.texts[0] for r in results]
+        if body.get("format", "text") == "html":
+            if alternatives:
+                raise RequestError(400, "Invalid request: alternatives need format text")
+            pages = [Page(text) for text in texts]
+            inner = [text for page in pages for text in page.texts]
+            done = iter(await batcher.translate(inner, nbest=1) if inner else [])
+            answer = [page.join([next(done).texts[0] for _ in page.texts]) for page in pages]
+        else:
+            results = await batcher.translate(texts, nbest=alternatives + 1)
+            answer = [r.texts[0] for r in results]
         reply = {"translatedText": answer[0] if single else answer}
         if alternatives:
             others = [r.texts[1:] for r in results]
@@ -346,8 +355,8 @@ def _texts(body: dict, options: ServeOptions) -> tuple[list[str], bool]:
         raise RequestError(
             413, f"Invalid request: {characters} characters, the limit is {options.char_limit}"
         )
-    if body.get("format", "text") != "text":
-        raise RequestError(400, f"Invalid request: format {body.get('format')!r} (only text)")
+    if body.get("format", "text") not in ("text", "html"):
+        raise RequestError(400, f"Invalid request: format {body.get('format')!r} (text or html)")
     return texts, single
 
 

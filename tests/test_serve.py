@@ -136,7 +136,8 @@ def test_a_paragraph_keeps_its_sentences(server):
         (b'{"q": 5, "source": "de", "target": "en"}', 400, "string or a list"),
         (b'{"q": "Hallo", "source": "fr", "target": "en"}', 400, "fr is not supported"),
         (b'{"q": "Hallo", "source": "de", "target": "es"}', 400, "es is not supported"),
-        (b'{"q": "Hallo", "source": "de", "target": "en", "format": "html"}', 400, "only text"),
+        (b'{"q": "Hallo", "source": "de", "target": "en", "format": "xml"}', 400, "text or html"),
+        (b'{"q": "Hallo", "format": "html", "alternatives": 2}', 400, "need format text"),
         (b'{"q": "Hallo", "source": "de", "target": "en", "alternatives": "x"}', 400, "whole"),
         (json.dumps({"q": "x" * 301}).encode(), 413, "the limit is 300"),
         (json.dumps({"q": ["Hallo"] * 9}).encode(), 413, "at most 8"),
@@ -160,6 +161,16 @@ def test_languages_health_docs_and_unknown_paths(server):
         assert b"Translate" in response.read()
     status, answer, _ = request(server.url + "/nope")
     assert status == 404 and "error" in answer
+
+
+def test_html_keeps_its_markup_and_translates_its_text(server):
+    html = '<p>Ein Hund läuft durch den Park.</p><p class="x"><b>Zwei Kinder</b> spielen.</p>'
+    body = {"q": [html, "<br>"], "source": "de", "target": "en", "format": "html"}
+    status, answer = post(server, body)
+    assert status == 200
+    page, empty = answer["translatedText"]
+    assert page.startswith("<p>") and '</p><p class="x"><b>' in page and "dog" in page
+    assert empty == "<br>"
 
 
 def test_detect_and_frontend_settings_as_libretranslate_clients_ask(server):
