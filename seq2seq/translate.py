@@ -185,9 +185,9 @@ class Translator:
         """Translate a list of texts; an empty text gives an empty translation.
 
         A text unlike the training text is made like it for the search and its
-        translation made like the text again (unseen.py): symbols the source
-        vocabulary lacks (emoji) set aside and put back, a missing final stop
-        added and dropped, the first word capitalised, capitals lower-cased.
+        translation made like the text again (unseen.py): unknown symbols,
+        addresses and emoticons set aside, a missing final stop, case, German's
+        spelled-out letters; numbers the model wrote otherwise are copied.
         """
         search = self.config.search
         beam = beam or search.beam
