@@ -271,14 +271,14 @@ def _test_splits(data) -> list[tuple[str, str, str]]:
     """(name, src, ref) of a model's test split, or of each test.NAME where its folder was
     prepared from several corpora (each corpus's test split kept apart)."""
     folder = Path(data.dir)
+    if not folder.is_dir():
+        raise DataError(f"the model's data folder {folder} is not here: give --src and --ref")
     names = [data.test]
     if not (folder / f"{data.test}.{data.src}").exists():
         found = folder.glob(f"{data.test}.*.{data.src}")
         names = sorted(p.name[: -len(data.src) - 1] for p in found) or names
     splits = [(n, f"{folder}/{n}.{data.src}", f"{folder}/{n}.{data.tgt}") for n in names]
     for _, src, ref in splits:
-        if not folder.is_dir():
-            raise DataError(f"the model's data folder {folder} is not here: give --src and --ref")
         if not (Path(src).is_file() and Path(ref).is_file()):
             raise DataError(
                 f"the model's data folder {folder} has no test split ({src}, {ref}; a corpus "
