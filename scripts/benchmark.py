@@ -415,14 +415,11 @@ SPELLED_OUT = str.maketrans(
 
 
 def bench_typed(args: argparse.Namespace) -> None:
-    """Text as people type it: dev and test sets without their final punctuation, with the
-    first word in lower case, all in lower case, with ä, ö, ü, ß spelled out, in capitals
-    (and the sets as they are),
-    searched as typed and made like the training text first (`unseen.fit`: the full stop
-    added, the first word capitalised, capitals lowered, lost capitals and letters given
-    back).
-    References lose their final punctuation with the sources, and are in capitals with
-    them."""
+    """Text as people type it: the dev and test sets as they are, without their final
+    punctuation, with the first word in lower case, all in lower case, with ä, ö, ü, ß
+    spelled out, and in capitals, each searched as typed and made like the training text
+    first (`unseen.fit`). The references lose their final punctuation with the sources,
+    and are in capitals with them."""
     import re
 
     from seq2seq import translate

@@ -7,9 +7,9 @@ the last search had, or a token budget), and one worker thread runs
 the search off the event loop; each answer goes back to its own request.
 
 API (LibreTranslate's shape): `POST /translate` (JSON or form: q, source,
-target, format text or html (markup.py), alternatives), `POST /detect`, `GET /languages`,
-`GET /frontend/settings`, `GET /health`, `GET /` (the page), `GET /docs`
-(OpenAPI). Errors are `{"error": "..."}` with 400, 413 or 503 (with
+target, format text or html (markup.py), alternatives), `POST /detect`,
+`GET /languages`, `GET /frontend/settings`, `GET /health`, `GET /` (the page),
+`GET /docs` (OpenAPI). Errors are `{"error": "..."}` with 400, 413 or 503 (with
 Retry-After), never a 200. Any origin may call the API (CORS).
 """
 
