@@ -710,7 +710,12 @@ def build_parser() -> argparse.ArgumentParser:
     force(p)
     p.set_defaults(func=cmd_translate)
 
-    p = command("evaluate", "BLEU and chrF with sacreBLEU signatures")
+    p = command(
+        "evaluate",
+        "BLEU and chrF with sacreBLEU signatures",
+        description="Translate a test set as `translate` does (one sentence a line; typed text "
+        "made like the training text, seq2seq/unseen.py) and score it with sacreBLEU.",
+    )
     p.add_argument(
         "-m",
         "--model",
