@@ -11,8 +11,9 @@ bytes, which the model never met ("Danke 😀" -> "Thank you for all the time.")
 A symbol (Unicode category S*) without a piece of its own, with the marks that
 belong to it (variation selectors, joiners, skin tones, keycaps), web and
 e-mail addresses and emoticons (no training sentence has them;
-"tom@example.com" -> "dead-fxx") are taken out and put back around the
-translation: those before the words in front, all others after it. A symbol
+"tom@example.com" -> "dead-fxx"), dates and phone numbers ("31.12.2026" ->
+"December 312.22") are taken out and put back around the translation: those
+before the words in front, all others after it. A symbol
 the vocabulary has (°, €) stays; so does any letter.
 
 The final stop: the corpora end almost every sentence with punctuation (all but
@@ -73,6 +74,12 @@ PASSED = re.compile(
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
     r"|(?<!\S)(?:[:;=][-']?[)(\]\[DPpO/\\|*]+|<3+|\^\^|[xX]D)(?!\S)"
 )
+# and numbers the model garbles and no rule can mend ("31.12.2026" -> "December 312.22"):
+# dates, and phone numbers (runs of digits, spaces, dashes, slashes with PHONE_DIGITS digits)
+LONG_NUMBER = re.compile(
+    r"(?<![\w.])\d{1,2}\.\d{1,2}\.\d{2,4}(?![\w.]\w)|(?<![\w+])\+?\d[\d /-]{5,}\d(?!\w)"
+)
+PHONE_DIGITS = 7
 LEFT_STOP = re.compile(r" ([.,;:!?)\]\"'”»]+)$")  # what ended the text after a set-aside address
 # marks that belong to the symbol before them: text/emoji variation selectors, the
 # zero-width joiner of emoji sequences, the keycap, skin tones
@@ -86,7 +93,11 @@ def set_aside(text: str, known: Callable[[str], bool]) -> tuple[str, str, str]:
 
     known: whether the source vocabulary has a piece for a character.
     """
-    passed = [match.span() for match in PASSED.finditer(text)]
+    passed = [match.span() for match in PASSED.finditer(text)] + [
+        match.span()
+        for match in LONG_NUMBER.finditer(text)
+        if "." in match[0] or sum(char.isdigit() for char in match[0]) >= PHONE_DIGITS
+    ]
     if not passed and not MAYBE_SYMBOL.search(text):
         return "", text, ""
     aside = [False] * len(text)

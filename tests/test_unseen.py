@@ -41,6 +41,9 @@ def known(char: str) -> bool:
         ("Siehe https://x.org/a_b?c=1).", ("", "Siehe", " https://x.org/a_b?c=1).")),
         ("www.example.de ist gut", ("www.example.de ", "ist gut", "")),
         ("Das Verhältnis ist 3:2.", ("", "Das Verhältnis ist 3:2.", "")),  # no emoticon
+        ("Es endet am 31.12.2026.", ("", "Es endet am", " 31.12.2026.")),  # a date
+        ("Ruf 0176 1234567 an", ("", "Ruf an", " 0176 1234567")),  # a phone number
+        ("Etwa 300 000 km", ("", "Etwa 300 000 km", "")),  # too few digits: a number
     ],
 )
 def test_unknown_symbols_are_set_aside_with_their_spacing(text, parts):
