@@ -46,7 +46,7 @@ def known(char: str) -> bool:
         ("Etwa 300 000 km", ("", "Etwa 300 000 km", "")),  # too few digits: a number
     ],
 )
-def test_unknown_symbols_are_set_aside_with_their_spacing(text, parts):
+def test_what_no_training_sentence_has_is_set_aside_with_its_spacing(text, parts):
     assert set_aside(text, known) == parts
     kept = "".join(parts)  # nothing is lost, only moved
     assert sorted(kept.replace(" ", "")) == sorted(text.replace(" ", ""))
