@@ -34,6 +34,9 @@ Spelled-out letters: German typed without ä, ö, ü, ß ("moechte", "Strasse") 
 spelled with them where that takes fewer pieces, unless the text has one of
 them already; "Feuer" stays, as "Feür" takes more.
 
+Spacing: a comma or semicolon between two letters gets its space ("Hallo,wie
+geht es dir?" -> "Hey, anyway's it?" before).
+
 Numbers: the model reads a number as rare pieces and may write another one
 ("um 18:30 Uhr" -> "at 2:30"); a translation with as many runs of digits as
 its source but other ones gets the source's, in order.
@@ -80,6 +83,7 @@ LONG_NUMBER = re.compile(
     r"(?<![\w.])\d{1,2}\.\d{1,2}\.\d{2,4}(?![\w.]\w)|(?<![\w+])\+?\d[\d /-]{5,}\d(?!\w)"
 )
 PHONE_DIGITS = 7
+NO_SPACE_AFTER = re.compile(r"(?<=[^\W\d_])([,;])(?=[^\W\d_])")  # "Hallo,wie": "Hallo, wie"
 LEFT_STOP = re.compile(r" ([.,;:!?)\]\"'”»]+)$")  # what ended the text after a set-aside address
 # marks that belong to the symbol before them: text/emoji variation selectors, the
 # zero-width joiner of emoji sequences, the keycap, skin tones
@@ -232,6 +236,7 @@ class Source:
 def fit(text: str, source: Source) -> tuple[str, Typed]:
     """The words to search for `text`, made like the training text, and how to undo it."""
     before, words, after = set_aside(text, source.known)
+    words = NO_SPACE_AFTER.sub(r"\1 ", words)
     capitals = in_capitals(words)
     if capitals or not source.cased:
         words = words.lower()

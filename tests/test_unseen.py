@@ -129,6 +129,8 @@ def test_fit_makes_typed_text_like_the_training_text_and_restore_undoes_it():
     assert fit("Ich habe hunger", SOURCE)[0] == "Ich habe Hunger."  # a first capital only
     assert fit("Ich habe hunger, Tom", SOURCE)[0] == "Ich habe hunger, Tom."  # cased: as typed
     assert fit("ich moechte", SOURCE)[0] == "Ich möchte."
+    assert fit("Hallo,wie geht es dir?", SOURCE)[0] == "Hallo, wie geht es dir?"
+    assert fit("3,5 Liter", SOURCE)[0] == "3,5 Liter."  # a decimal comma stays
     assert fit("Schön, ich moechte", SOURCE)[0] == "Schön, ich moechte."  # has an umlaut key
     assert fit("ich moechte", Source("en", known, pieces))[0] == "Ich moechte."  # German only
     words, typed = fit("Wie geht es dir?", SOURCE)
