@@ -415,10 +415,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def _as_typed(result: Translation, typed: Typed) -> Translation:
     """The translation of a text made like the training text (unseen.py), made like the
     text as typed; texts that now read the same are merged."""
-    texts = [typed.restore(text) for text in result.texts]
-    distinct = list(dict.fromkeys(texts))
-    scores = [result.scores[texts.index(text)] for text in distinct]
-    return Translation(distinct, scores, result.tokens)
+    return _merged([typed.restore(text) for text in result.texts], result.scores, result.tokens)
 
 
 def _join(line: str, parts: list[Translation]) -> Translation:
@@ -439,9 +436,13 @@ def _combine(parts: list[Translation], separator: str) -> Translation:
         chosen = [min(k, len(p.texts) - 1) for p in parts]
         texts.append(separator.join(p.texts[j] for p, j in zip(parts, chosen)))
         scores.append(sum(p.scores[j] for p, j in zip(parts, chosen)))
+    return _merged(texts, scores, [t for p in parts for t in p.tokens])
+
+
+def _merged(texts: list[str], scores: list[float], tokens: list[int]) -> Translation:
+    """A Translation of `texts`, best first, those that read as an earlier one left out."""
     distinct = list(dict.fromkeys(texts))
-    tokens = [t for p in parts for t in p.tokens]
-    return Translation(distinct, [scores[texts.index(t)] for t in distinct], tokens)
+    return Translation(distinct, [scores[texts.index(text)] for text in distinct], tokens)
 
 
 def split_sentences(text: str, lang: str) -> list[str]:
