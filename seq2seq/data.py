@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import random
 import re
 import socket
@@ -36,6 +37,9 @@ SPLIT_NAMES = {
 GZIP_MAGIC = b"\x1f\x8b"
 BYTE_ORDER_MARK = "\ufeff".encode()
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# XML's escapes, which Moses tools write for & < > ' " [ ] | and some corpora carry
+# (Multi30k's English: "stone &amp; tile"); not HTML's other names ("&not" is text)
+XML_ESCAPE = re.compile(r"&(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
 
 
 class DataError(Seq2SeqError):
@@ -120,6 +124,11 @@ def clean(text: str) -> str:
     text = LONE_SURROGATE.sub("\ufffd", text)  # a Python str can hold them; UTF-8 cannot
     text = unicodedata.normalize("NFC", text)
     return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
+
+
+def unescape_xml(text: str) -> str:
+    """XML escapes (`&amp;`, `&#91;`, ...) as the characters they stand for."""
+    return XML_ESCAPE.sub(lambda m: html.unescape(m.group()), text)
 
 
 def drop_reason(src: str, tgt: str, max_words: int, max_ratio: float) -> str | None:

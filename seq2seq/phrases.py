@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import io
 import logging
 import math
@@ -38,6 +37,7 @@ from seq2seq.data import (
     open_text,
     parsed_lines,
     split_moses_line,
+    unescape_xml,
 )
 from seq2seq.files import atomic_path
 from seq2seq.translate import Translator
@@ -88,7 +88,7 @@ def parse_line(line: str, scores: int | None = None) -> list[str]:
 def model_text(phrase: str) -> str:
     """The text the model scores: Moses escapes & < > ' " [ ] | as XML entities,
     and the models are trained on raw text."""
-    return html.unescape(phrase.strip())
+    return unescape_xml(phrase.strip())
 
 
 def format_line(fields: list[str], new_scores: list[str]) -> str:

@@ -29,6 +29,7 @@ from seq2seq.data import (
     read_lines,
     read_moses,
     read_tsv,
+    unescape_xml,
 )
 from seq2seq.tokenizer import Tokenizer, train_tokenizer
 
@@ -270,7 +271,7 @@ def _write_corpus(
             mininterval=1,
             disable=None,
         ):
-            src_text, tgt_text = clean(src_text), clean(tgt_text)
+            src_text, tgt_text = clean(unescape_xml(src_text)), clean(unescape_xml(tgt_text))
             if role == "all":  # single-file corpus: hold out a stable hash split
                 role_here = "val" if is_held_out(src_text, tgt_text, valid_percent) else "train"
             else:

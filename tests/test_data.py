@@ -18,6 +18,7 @@ from seq2seq.data import (
     read_tsv,
     split_by_length,
     token_batches,
+    unescape_xml,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -25,6 +26,15 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 def test_clean_normalises_spaces_and_unicode():
     assert clean("  Quoi\u202f?  Oui\u00a0! \t") == "Quoi ? Oui !"
     assert clean("Cafe\u0301") == "Café"  # NFC
+
+
+def test_xml_escapes_are_undone_and_other_ampersands_kept():
+    # Multi30k's English has "stone &amp; tile"; Moses tools escape & < > ' " [ ] |
+    assert unescape_xml("stone &amp; tile &lt;3 &quot;hi&quot; &apos;s &#91;x&#93; &#124;") == (
+        'stone & tile <3 "hi" \'s [x] |'
+    )
+    # not entities of XML's: left as typed ("&not" would be "¬" to html.unescape)
+    assert unescape_xml("AT&T; Tom &not here &copy; &amp") == "AT&T; Tom &not here &copy; &amp"
 
 
 def test_drop_reasons():

@@ -45,6 +45,17 @@ def test_joint_tokenizer_and_drop_counts(tmp_path):
     assert stats["tokenizer"]["files"] == {"de": "spm.model", "en": "spm.model"}
 
 
+def test_xml_escapes_in_a_corpus_are_undone(tmp_path):
+    # else a model learns to write "&amp;" for "&" (Multi30k's English has 16)
+    folder = write_folder(tmp_path / "c", {"train": 200})
+    with (folder / "train.de").open("a") as f:
+        f.write("Salz & Pfeffer\n")
+    with (folder / "train.en").open("a") as f:
+        f.write("salt &amp; pepper\n")
+    prepare_corpus(str(folder), "de", "en", tmp_path / "out", vocab_size=300)
+    assert list(read_lines(tmp_path / "out" / "train.en"))[-1] == "salt & pepper"
+
+
 def test_single_file_corpus_holds_out_a_validation_split(tmp_path):
     table = tmp_path / "phrase-table.gz"
     lines = [f"wort{i} ||| word{i} ||| 0.5 ||| 0-0 ||| 1 1 1\n" for i in range(400)]
