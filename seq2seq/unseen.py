@@ -37,6 +37,10 @@ them already; "Feuer" stays, as "Feür" takes more.
 Spacing: a comma or semicolon between two letters gets its space ("Hallo,wie
 geht es dir?" -> "Hey, anyway's it?" before).
 
+Escapes: a model trained on a corpus with XML escapes ("stone &amp; tile" in
+Multi30k's English, before `prepare` undid them) writes them ("Salz & Pfeffer"
+-> "Salt &amp; peppers"); they are undone unless the text had some.
+
 Numbers: the model reads a number as rare pieces and may write another one
 ("um 18:30 Uhr" -> "at 2:30"); a translation with as many runs of digits as
 its source but other ones gets the source's, in order.
@@ -49,6 +53,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from seq2seq.data import XML_ESCAPE, unescape_xml
 
 WORD = re.compile(r"\w+")
 DIGITS = re.compile(r"\d+")
@@ -212,10 +218,13 @@ class Typed:
     stop: bool = False  # a full stop was added
     capitals: bool = False  # it was in capitals
     numbers: tuple[str, ...] = ()  # its runs of digits
+    escapes: bool = False  # it had XML escapes (&amp;), so its translation may too
 
     def restore(self, translation: str) -> str:
         """The translation as the text was typed."""
         translation = copy_numbers(translation, self.numbers)
+        if not self.escapes:
+            translation = unescape_xml(translation)
         if self.stop:
             translation = drop_stop(translation)
         if self.capitals:
@@ -248,4 +257,5 @@ def fit(text: str, source: Source) -> tuple[str, Typed]:
             words = fewer_pieces(words, capitalised, source.pieces)
         words = sentence_case(words)
     words, stop = add_stop(words)
-    return words, Typed(before, after, stop, capitals, tuple(DIGITS.findall(words)))
+    numbers = tuple(DIGITS.findall(words))
+    return words, Typed(before, after, stop, capitals, numbers, bool(XML_ESCAPE.search(text)))

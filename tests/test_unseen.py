@@ -165,3 +165,10 @@ def test_a_model_trained_on_lower_case_text_gets_every_text_in_lower_case():
     assert fit("Wo ist der Bahnhof", lowered)[0] == "wo ist der bahnhof."
     words, typed = fit("ICH HABE HUNGER", lowered)
     assert words == "ich habe hunger." and typed.capitals
+
+
+def test_xml_escapes_a_model_learnt_are_undone_unless_the_text_had_them():
+    # a model trained on Multi30k before prepare undid its escapes wrote "Salt &amp; peppers"
+    assert fit("Salz & Pfeffer.", SOURCE)[1].restore("Salt &amp; pepper.") == "Salt & pepper."
+    words, typed = fit("Salz &amp; Pfeffer.", SOURCE)
+    assert typed.restore("Salt &amp; pepper.") == "Salt &amp; pepper."
