@@ -409,18 +409,13 @@ def bench_ensemble(args: argparse.Namespace) -> None:
             print(f"  {name} beam {beam}: BLEU {score_corpus(hyps, ref)['bleu']}, {seconds:.1f} s")
 
 
-SPELLED_OUT = str.maketrans(
-    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
-)
-
-
 def bench_typed(args: argparse.Namespace) -> None:
     """Text as people type it: the dev and test sets as they are, without their final
     punctuation, with the first word in lower case, all in lower case, with ä, ö, ü, ß
-    spelled out, and in capitals, each searched as typed and made like the training text
-    first (`unseen.fit`). The references lose their final punctuation with the sources,
-    and are in capitals with them."""
-    import re
+    spelled out, and in capitals (typed_copies.FORMS), each searched as typed and made like
+    the training text first (`unseen.fit`). The references lose their final punctuation
+    with the sources, and are in capitals with them."""
+    from typed_copies import FORMS
 
     from seq2seq import translate
     from seq2seq.evaluate import score_corpus
@@ -430,22 +425,8 @@ def bench_typed(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     translator = Translator.from_file(args.model)
     print(f"model {args.model}, beam {args.beam}, {args.threads} threads, one run each")
-    end = re.compile(r"\s*[.!?]+$")
     fit = translate.fit
-    forms = {
-        "as they are": (lambda s: s, lambda r: r),
-        "without final punctuation": (lambda s: end.sub("", s), lambda r: end.sub("", r)),
-        "the first word in lower case": (
-            lambda s: s[:1].lower() + s[1:] if s.split(" ", 1)[0][1:].islower() else s,
-            lambda r: r,
-        ),
-        "all in lower case": (str.lower, lambda r: r),
-        "with ä, ö, ü, ß spelled out (ae, oe, ue, ss)": (
-            lambda s: s.translate(SPELLED_OUT),
-            lambda r: r,
-        ),
-        "in capitals": (str.upper, str.upper),
-    }
+    forms = {"as they are": (lambda s: s, lambda r: r), **FORMS}
     for name in args.sets:
         src, ref = (read_gzip_lines(DATA / f"{name}.{lang}.gz") for lang in ("de", "en"))
         src, ref = [s.strip() for s in src], [r.strip() for r in ref]
