@@ -34,6 +34,9 @@ Spelled-out letters: German typed without ä, ö, ü, ß ("moechte", "Strasse") 
 spelled with them where that takes fewer pieces, unless the text has one of
 them already; "Feuer" stays, as "Feür" takes more.
 
+Text without a letter ("...", "?", "123", "3,50 €") has no words to translate
+and is kept as it is ("?" -> "Is it going to be?" before).
+
 Spacing: a comma or semicolon between two letters gets its space ("Hallo,wie
 geht es dir?" -> "Hey, anyway's it?" before).
 
@@ -245,6 +248,8 @@ class Source:
 def fit(text: str, source: Source) -> tuple[str, Typed]:
     """The words to search for `text`, made like the training text, and how to undo it."""
     before, words, after = set_aside(text, source.known)
+    if not any(char.isalpha() for char in words):  # "...", "?", "123": no words to translate
+        return "", Typed(before=text)
     words = NO_SPACE_AFTER.sub(r"\1 ", words)
     capitals = in_capitals(words)
     if capitals or not source.cased:

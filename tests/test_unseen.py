@@ -172,3 +172,9 @@ def test_xml_escapes_a_model_learnt_are_undone_unless_the_text_had_them():
     assert fit("Salz & Pfeffer.", SOURCE)[1].restore("Salt &amp; pepper.") == "Salt & pepper."
     words, typed = fit("Salz &amp; Pfeffer.", SOURCE)
     assert typed.restore("Salt &amp; pepper.") == "Salt &amp; pepper."
+
+
+@pytest.mark.parametrize("text", ["...", "?", "123", "3,50 €", " 😀 ", ""])
+def test_text_without_a_letter_is_kept_as_it_is(text):
+    words, typed = fit(text, SOURCE)  # "?" was "Is it going to be?", "123" "The 123"
+    assert words == "" and typed.restore("") == text
