@@ -37,6 +37,13 @@ SPLIT_NAMES = {
 GZIP_MAGIC = b"\x1f\x8b"
 BYTE_ORDER_MARK = "\ufeff".encode()
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# invisible: a terminal's colour codes (ESC [ ... m), control characters (not those Python
+# counts as whitespace), the soft hyphen, zero-width space, marks of direction, word joiner
+# and a byte order mark within the text; not emoji's joiner (U+200D)
+INVISIBLE = re.compile(
+    "\x1b\\[[0-?]*[ -/]*[@-~]"
+    "|[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u200e\u200f\u2060\ufeff]"
+)
 # XML's escapes, which Moses tools write for & < > ' " [ ] | and some corpora carry
 # (Multi30k's English: "stone &amp; tile"); not HTML's other names ("&not" is text)
 XML_ESCAPE = re.compile(r"&(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
@@ -120,8 +127,10 @@ def read_lines(path: str | Path) -> Iterator[str]:
 
 
 def clean(text: str) -> str:
-    """NFC, no-break spaces to spaces, whitespace collapsed, lone surrogates replaced."""
+    """NFC, no-break spaces to spaces, whitespace collapsed, lone surrogates replaced,
+    invisible characters dropped."""
     text = LONE_SURROGATE.sub("\ufffd", text)  # a Python str can hold them; UTF-8 cannot
+    text = INVISIBLE.sub("", text)
     text = unicodedata.normalize("NFC", text)
     return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
 

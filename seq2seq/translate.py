@@ -193,7 +193,7 @@ class Translator:
         beam = beam or search.beam
         batch_tokens = batch_tokens or search.batch_tokens
         source = Source(self.config.data.src, self._has_piece, self._pieces, self._cased)
-        fitted = [fit(text, source) for text in texts]
+        fitted = [fit(clean(text), source) for text in texts]
         ids = self.encode_sources([words for words, _ in fitted])
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, seq in enumerate(ids) if seq]

@@ -28,6 +28,16 @@ def test_clean_normalises_spaces_and_unicode():
     assert clean("Cafe\u0301") == "Café"  # NFC
 
 
+def test_clean_drops_invisible_characters_that_split_words():
+    # soft hyphens and zero-width spaces come with text copied from web pages (20 in the
+    # default model's training text), control characters with text from terminals
+    assert (
+        clean("Bahn\u00adhof Bahn\u200bhof\u200e \u2060ja\ufeff\x07\x1b!") == "Bahnhof Bahnhof ja!"
+    )
+    assert clean("👩\u200d💻") == "👩\u200d💻"  # the joiner of an emoji sequence stays
+    assert clean("\x1b[1;31mHallo\x1b[0m Welt") == "Hallo Welt"  # grep --color=always | ...
+
+
 def test_xml_escapes_are_undone_and_other_ampersands_kept():
     # Multi30k's English has "stone &amp; tile"; Moses tools escape & < > ' " [ ] |
     assert unescape_xml("stone &amp; tile &lt;3 &quot;hi&quot; &apos;s &#91;x&#93; &#124;") == (
