@@ -602,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "corpus",
         nargs="+",
-        help="local folder of {split}.{lang}[.gz], TSV, Moses table, "
+        help="local folder of {split}.{lang}[.gz], TSV (src<TAB>tgt or Tatoeba's "
+        "id<TAB>src<TAB>id<TAB>tgt), Moses table, "
         "or datasets hub name (e.g. bentrevett/multi30k, wmt14:fr-en); several corpora "
         "train together and keep their dev sets apart (val.NAME)",
     )

@@ -197,12 +197,18 @@ def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[str, str]]:
         raise DataError(f"{paths[0]} has {count} lines but {paths[1]} has more")
 
 
-def read_tsv(path: Path) -> Iterator[tuple[str, str]]:
-    """Pairs from `src<TAB>tgt` lines."""
+def read_tsv(path: Path, header: tuple[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """Pairs from `src<TAB>tgt` lines (further columns ignored), or from Tatoeba's export
+    of sentence pairs, `id<TAB>src<TAB>id<TAB>tgt`. A first line that reads `header`
+    (the language codes, any case) names the columns and is skipped."""
     for number, line in enumerate(read_lines(path), 1):
         fields = line.split("\t")
         if len(fields) < 2:
             raise DataError(f"{path}:{number}: expected source<TAB>target")
+        if len(fields) == 4 and fields[0].isdigit() and fields[2].isdigit():
+            fields = fields[1::2]
+        if number == 1 and header and tuple(f.strip().lower() for f in fields[:2]) == header:
+            continue
         yield fields[0], fields[1]
 
 

@@ -48,9 +48,10 @@ def _split_streams(
     elif fmt == "hub":
         for role, split in HUB_SPLITS.items():
             yield role, read_hub(corpus, split, src, tgt)
+    elif fmt == "moses":
+        yield "all", read_moses(Path(corpus))
     else:
-        reader = read_moses if fmt == "moses" else read_tsv
-        yield "all", reader(Path(corpus))
+        yield "all", read_tsv(Path(corpus), header=(src.lower(), tgt.lower()))
 
 
 def prepare_corpus(

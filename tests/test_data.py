@@ -113,6 +113,11 @@ def test_tsv_and_moses(tmp_path):
     tsv.write_text("ein Hund\ta dog\nHaus\thouse\n")
     assert list(read_tsv(tsv)) == [("ein Hund", "a dog"), ("Haus", "house")]
     assert corpus_format(str(tsv)) == "tsv"
+    tsv.write_text("DE\tEn\nein Hund\ta dog\tmore\n")  # a header naming the languages
+    assert list(read_tsv(tsv, header=("de", "en"))) == [("ein Hund", "a dog")]
+    assert list(read_tsv(tsv))[0] == ("DE", "En")  # scored as any pair: one score a line
+    tsv.write_text("1234\tein Hund\t5678\ta dog\n")  # Tatoeba's export of sentence pairs
+    assert list(read_tsv(tsv)) == [("ein Hund", "a dog")]
     table = tmp_path / "phrase-table.gz"
     table.write_bytes(
         gzip.compress(
