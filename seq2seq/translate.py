@@ -184,10 +184,12 @@ class Translator:
     ) -> list[Translation]:
         """Translate a list of texts; an empty text gives an empty translation.
 
-        A text unlike the training text is made like it for the search and its
-        translation made like the text again (unseen.py): unknown symbols,
-        addresses and emoticons set aside, a missing final stop, case, German's
-        spelled-out letters; numbers the model wrote otherwise are copied.
+        A text is cleaned (data.clean: invisible characters dropped), made like
+        the training text for the search and its translation made like the text
+        again (unseen.py): unknown symbols, addresses and emoticons set aside, a
+        missing final stop, case, German's spelled-out letters; numbers the model
+        wrote otherwise copied, XML escapes it learnt undone; a text without a
+        letter is kept as it is.
         """
         search = self.config.search
         beam = beam or search.beam
