@@ -20,10 +20,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from seq2seq.unseen import SPELLED_OUT as RESPELLED  # what `unseen.fit` undoes
+
 END = re.compile(r"\s*[.!?]+$")
-SPELLED_OUT = str.maketrans(
-    {"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"}
-)
+SPELLED_OUT = str.maketrans({letter: spelled for spelled, letter in RESPELLED["de"]})
 
 
 def first_word_lowered(text: str) -> str:
